@@ -1,0 +1,208 @@
+//! Builds the shared state, starts the worker runtimes, the admin listener
+//! and the signal handling, and owns shutdown.
+//!
+//! Threads: one per worker (a current-thread runtime serving the listeners)
+//! and one control thread (admin API, signals). [`Gateway`] is the handle the
+//! binary and the integration tests hold.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use arc_swap::ArcSwap;
+use tokio::runtime::{Builder, Runtime};
+use tokio::sync::{watch, Semaphore};
+
+use crate::config::Config;
+use crate::proxy::Worker;
+use crate::snapshot::Snapshot;
+use crate::{admin, server};
+
+/// State shared by every worker and the control thread.
+pub struct Shared {
+    /// The routing snapshot. Read by every request (`load`); written only by
+    /// the control thread (reloads and, later, release decisions).
+    pub snapshot: ArcSwap<Snapshot>,
+    /// `/readyz`: true once listeners are bound, false again when draining.
+    pub ready: AtomicBool,
+    /// Set when shutdown begins.
+    pub draining: AtomicBool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot bind {0}")]
+    Bind(std::io::Error),
+}
+
+/// A running gateway.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    config: Arc<Config>,
+    listeners: Vec<(String, SocketAddr)>,
+    admin: SocketAddr,
+    stop: watch::Sender<bool>,
+    workers: Vec<JoinHandle<()>>,
+    control: Option<Runtime>,
+}
+
+impl Gateway {
+    /// Binds every listener and the admin address, then starts serving.
+    pub fn start(config: Config) -> Result<Gateway, StartError> {
+        let config = Arc::new(config);
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(Snapshot::build(Arc::clone(&config))),
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+        });
+        let runtimes = (0..config.workers)
+            .map(|i| {
+                Builder::new_current_thread()
+                    .enable_all()
+                    .thread_name(format!("switchyard-worker-{i}"))
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StartError::Runtime)?;
+        let (per_worker, listeners) = server::bind(&config, &runtimes).map_err(StartError::Bind)?;
+
+        let control = Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .thread_name("switchyard-control")
+            .build()
+            .map_err(StartError::Runtime)?;
+        let admin_listener = {
+            let _entered = control.enter();
+            let std = std::net::TcpListener::bind(config.admin.bind).map_err(|e| {
+                StartError::Bind(std::io::Error::new(
+                    e.kind(),
+                    format!("admin {}: {e}", config.admin.bind),
+                ))
+            })?;
+            std.set_nonblocking(true).map_err(StartError::Bind)?;
+            tokio::net::TcpListener::from_std(std).map_err(StartError::Bind)?
+        };
+        let admin = admin_listener.local_addr().map_err(StartError::Bind)?;
+
+        let (stop, stop_rx) = watch::channel(false);
+        let slots = Arc::new(Semaphore::new(config.limits.max_connections));
+        let mut workers = Vec::new();
+        for (id, (rt, bound)) in runtimes.into_iter().zip(per_worker).enumerate() {
+            let worker = Arc::new(Worker {
+                id,
+                shared: Arc::clone(&shared),
+            });
+            let (limits, slots, stop_rx) = (config.limits, Arc::clone(&slots), stop_rx.clone());
+            let drain = config.shutdown.timeout;
+            let handle = std::thread::Builder::new()
+                .name(format!("switchyard-worker-{id}"))
+                .spawn(move || {
+                    rt.block_on(server::serve(worker, bound, limits, slots, stop_rx, drain))
+                })
+                .map_err(StartError::Runtime)?;
+            workers.push(handle);
+        }
+        control.spawn(admin::run(admin_listener, Arc::clone(&shared), stop_rx));
+        shared.ready.store(true, Ordering::Relaxed);
+        for (name, addr) in &listeners {
+            tracing::info!(listener = %name, %addr, "listening");
+        }
+        tracing::info!(%admin, "admin listening");
+        Ok(Gateway {
+            shared,
+            config,
+            listeners,
+            admin,
+            stop,
+            workers,
+            control: Some(control),
+        })
+    }
+
+    /// The bound address of the listener `name` (port 0 resolved).
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+    }
+
+    /// The first listener's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.listeners[0].1
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Blocks until SIGTERM or SIGINT, then shuts down gracefully.
+    pub fn run_until_signal(self) {
+        let signalled = self
+            .control
+            .as_ref()
+            .map(|rt| rt.block_on(wait_for_signal()));
+        if let Some(signal) = signalled {
+            tracing::info!(signal, "shutting down");
+        }
+        self.shutdown(true);
+    }
+
+    /// Graceful shutdown: readiness fails at once; with `drain`, keep serving
+    /// for `drain_delay` so load balancers notice; then stop accepting and
+    /// wait up to `shutdown.timeout` for requests in flight.
+    pub fn shutdown(mut self, drain: bool) {
+        self.shared.ready.store(false, Ordering::Relaxed);
+        self.shared.draining.store(true, Ordering::Relaxed);
+        if drain && !self.config.shutdown.drain_delay.is_zero() {
+            tracing::info!(delay = ?self.config.shutdown.drain_delay, "draining: readiness is failing");
+            std::thread::sleep(self.config.shutdown.drain_delay);
+        }
+        self.stop_workers();
+    }
+
+    fn stop_workers(&mut self) {
+        let _ = self.stop.send(true);
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+        if let Some(control) = self.control.take() {
+            // Admin connections hold nothing worth waiting for.
+            control.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop_workers();
+    }
+}
+
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stopping");
+        return "none";
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+/// Resolves once `stop` is true (or its sender is gone).
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}

@@ -1,0 +1,745 @@
+//! `ConfigFile` → `Config`: applies defaults and checks the file as a whole.
+//!
+//! Every problem is collected (not just the first) with the position of the
+//! offending key or value, so `switchyard check` can list them all at once.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::HeaderName;
+use serde_saphyr::{Location, Spanned};
+
+use super::error::Diagnostic;
+use super::file::*;
+use super::model::*;
+
+/// Collects diagnostics while validating.
+#[derive(Default)]
+struct Problems(Vec<Diagnostic>);
+
+impl Problems {
+    fn at<T>(&mut self, spanned: &Spanned<T>, message: impl Into<String>) {
+        self.at_loc(spanned.referenced, message);
+    }
+
+    fn at_loc(&mut self, loc: Location, message: impl Into<String>) {
+        self.0
+            .push(Diagnostic::new(loc.line(), loc.column(), message));
+    }
+}
+
+fn dur_or(v: &Option<Spanned<Dur>>, default: Duration, p: &mut Problems, what: &str) -> Duration {
+    match v {
+        Some(s) if s.value.0.is_zero() => {
+            p.at(s, format!("{what} must be greater than zero"));
+            default
+        }
+        Some(s) => s.value.0,
+        None => default,
+    }
+}
+
+fn count_or(v: &Option<Spanned<u64>>, default: u64, p: &mut Problems, what: &str) -> u64 {
+    match v {
+        Some(s) if s.value == 0 => {
+            p.at(s, format!("{what} must be at least 1"));
+            default
+        }
+        Some(s) => s.value,
+        None => default,
+    }
+}
+
+fn percent(v: &Spanned<f64>, p: &mut Problems, what: &str) -> f64 {
+    if !(0.0..=100.0).contains(&v.value) {
+        p.at(
+            v,
+            format!("{what} must be between 0 and 100, got {}", v.value),
+        );
+        return 0.0;
+    }
+    v.value
+}
+
+fn header_name(v: &Spanned<String>, p: &mut Problems, what: &str) -> Option<HeaderName> {
+    match HeaderName::from_bytes(v.value.as_bytes()) {
+        Ok(name) => Some(name),
+        Err(_) => {
+            p.at(
+                v,
+                format!("{what} {:?} is not a valid header name", v.value),
+            );
+            None
+        }
+    }
+}
+
+fn socket_addr(v: &Spanned<String>, p: &mut Problems, what: &str) -> Option<SocketAddr> {
+    match v.value.parse() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            p.at(
+                v,
+                format!(
+                    "{what} {:?} is not an address such as 0.0.0.0:8080 or [::1]:8080",
+                    v.value
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Validates a parsed file. `cores` resolves `workers: auto`.
+pub fn validate(file: ConfigFile, cores: usize) -> Result<Config, Vec<Diagnostic>> {
+    let mut p = Problems::default();
+    let listeners = listeners(&file, &mut p);
+    let admin = admin(&file, &mut p);
+    let workers = match &file.workers {
+        None
+        | Some(Spanned {
+            value: Workers::Word(WorkersWord::Auto),
+            ..
+        }) => cores.max(1),
+        Some(
+            s @ Spanned {
+                value: Workers::Count(n),
+                ..
+            },
+        ) => {
+            if (1..=1024).contains(n) {
+                *n as usize
+            } else {
+                p.at(s, format!("workers must be auto or 1 to 1024, got {n}"));
+                1
+            }
+        }
+    };
+    let limits = limits(&file.limits, &mut p);
+    let defaults = Shutdown::default();
+    let shutdown = Shutdown {
+        drain_delay: file
+            .shutdown
+            .drain_delay
+            .as_ref()
+            .map_or(defaults.drain_delay, |d| d.value.0),
+        timeout: dur_or(
+            &file.shutdown.timeout,
+            defaults.timeout,
+            &mut p,
+            "shutdown.timeout",
+        ),
+    };
+    let backends = backends(&file, &mut p);
+    let routes = routes(&file, &mut p);
+    if p.0.is_empty() {
+        Ok(Config {
+            listeners,
+            admin,
+            state_file: file.state_file.map(|s| PathBuf::from(s.value)),
+            workers,
+            access_log: file.access_log.unwrap_or(true),
+            limits,
+            shutdown,
+            routes,
+            backends,
+        })
+    } else {
+        p.0.sort_by_key(|d| (d.line, d.column));
+        Err(p.0)
+    }
+}
+
+fn listeners(file: &ConfigFile, p: &mut Problems) -> Vec<Listener> {
+    let Some(list) = &file.listeners else {
+        p.at_loc(
+            Location::UNKNOWN,
+            "no listeners: add at least one under `listeners:`",
+        );
+        return Vec::new();
+    };
+    if list.value.is_empty() {
+        p.at(list, "no listeners: add at least one under `listeners:`");
+    }
+    let mut names = HashSet::new();
+    let mut binds = HashSet::new();
+    let mut out = Vec::new();
+    for l in &list.value {
+        let l = &l.value;
+        if l.name.value.is_empty() {
+            p.at(&l.name, "listener name must not be empty");
+        } else if !names.insert(l.name.value.clone()) {
+            p.at(
+                &l.name,
+                format!("duplicate listener name {:?}", l.name.value),
+            );
+        }
+        let Some(bind) = socket_addr(&l.bind, p, "bind") else {
+            continue;
+        };
+        if !binds.insert(bind) {
+            p.at(&l.bind, format!("two listeners bind {bind}"));
+        }
+        let tls = l.tls.as_ref().map(|t| {
+            if t.value.certs.value.is_empty() {
+                p.at(&t.value.certs, "tls.certs needs at least one cert/key pair");
+            }
+            ListenerTls {
+                certs: t
+                    .value
+                    .certs
+                    .value
+                    .iter()
+                    .map(|c| CertPaths {
+                        cert: PathBuf::from(&c.value.cert.value),
+                        key: PathBuf::from(&c.value.key.value),
+                    })
+                    .collect(),
+            }
+        });
+        out.push(Listener {
+            name: l.name.value.clone(),
+            bind,
+            tls,
+        });
+    }
+    out
+}
+
+fn admin(file: &ConfigFile, p: &mut Problems) -> Admin {
+    let default = Admin {
+        bind: SocketAddr::from(([127, 0, 0, 1], 9901)),
+        token_file: None,
+    };
+    let Some(a) = &file.admin else { return default };
+    Admin {
+        bind: socket_addr(&a.value.bind, p, "admin.bind").unwrap_or(default.bind),
+        token_file: a.value.token_file.as_ref().map(|t| PathBuf::from(&t.value)),
+    }
+}
+
+fn limits(l: &LimitsFile, p: &mut Problems) -> Limits {
+    let d = Limits::default();
+    let max_header_bytes = count_or(
+        &l.max_header_bytes,
+        d.max_header_bytes as u64,
+        p,
+        "max_header_bytes",
+    );
+    if let Some(s) = &l.max_header_bytes {
+        if !(1024..=1 << 20).contains(&s.value) {
+            p.at(s, "max_header_bytes must be between 1024 and 1048576");
+        }
+    }
+    Limits {
+        header_read_timeout: dur_or(
+            &l.header_read_timeout,
+            d.header_read_timeout,
+            p,
+            "header_read_timeout",
+        ),
+        max_header_bytes: max_header_bytes as usize,
+        max_body_bytes: l
+            .max_body_bytes
+            .as_ref()
+            .map_or(d.max_body_bytes, |s| s.value),
+        max_connections: count_or(
+            &l.max_connections,
+            d.max_connections as u64,
+            p,
+            "max_connections",
+        ) as usize,
+        idle_timeout: dur_or(&l.idle_timeout, d.idle_timeout, p, "idle_timeout"),
+    }
+}
+
+fn routes(file: &ConfigFile, p: &mut Problems) -> Vec<Route> {
+    let Some(list) = &file.routes else {
+        p.at_loc(
+            Location::UNKNOWN,
+            "no routes: add at least one under `routes:`",
+        );
+        return Vec::new();
+    };
+    if list.value.is_empty() {
+        p.at(list, "no routes: add at least one under `routes:`");
+    }
+    let mut names = HashSet::new();
+    let mut matches = HashSet::new();
+    let mut out = Vec::new();
+    for r in &list.value {
+        let route = &r.value;
+        if route.name.value.is_empty() {
+            p.at(&route.name, "route name must not be empty");
+        } else if !names.insert(route.name.value.clone()) {
+            p.at(
+                &route.name,
+                format!("duplicate route name {:?}", route.name.value),
+            );
+        }
+        let declared = file
+            .backends
+            .as_ref()
+            .is_some_and(|b| b.value.contains_key(&route.backend.value));
+        if !declared {
+            p.at(
+                &route.backend,
+                format!("unknown backend {:?}", route.backend.value),
+            );
+        }
+        let matcher = route.matcher.as_ref().map(|m| &m.value);
+        let host = match matcher.and_then(|m| m.host.as_ref()) {
+            None => HostMatch::Any,
+            Some(h) => host_match(h, p),
+        };
+        let path_prefix = match matcher.and_then(|m| m.path_prefix.as_ref()) {
+            None => "/".to_string(),
+            Some(s) => path_prefix(s, p),
+        };
+        if !matches.insert((host.clone(), path_prefix.clone())) {
+            p.at(
+                r,
+                format!(
+                    "route {:?} has the same host and path_prefix as an earlier route",
+                    route.name.value
+                ),
+            );
+        }
+        out.push(Route {
+            name: route.name.value.clone(),
+            host,
+            path_prefix,
+            backend: route.backend.value.clone(),
+            timeout: route.timeout.as_ref().map(|t| {
+                if t.value.0.is_zero() {
+                    p.at(t, "timeout must be greater than zero");
+                }
+                t.value.0
+            }),
+        });
+    }
+    out
+}
+
+fn host_match(h: &Spanned<String>, p: &mut Problems) -> HostMatch {
+    let host = h.value.trim().to_ascii_lowercase();
+    let valid_name = |s: &str| {
+        !s.is_empty()
+            && s.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+    };
+    if let Some(rest) = host.strip_prefix("*.") {
+        if valid_name(rest) {
+            return HostMatch::Wildcard(format!(".{rest}"));
+        }
+    } else if host == "*" {
+        return HostMatch::Any;
+    } else if valid_name(&host) {
+        return HostMatch::Exact(host);
+    }
+    p.at(
+        h,
+        format!(
+            "host {:?} must be a name such as api.example.com or *.example.com (no port)",
+            h.value
+        ),
+    );
+    HostMatch::Any
+}
+
+fn path_prefix(s: &Spanned<String>, p: &mut Problems) -> String {
+    let v = &s.value;
+    if !v.starts_with('/') || v.contains(['?', '#', ' ']) {
+        p.at(
+            s,
+            format!("path_prefix {v:?} must start with / and hold no query, fragment or space"),
+        );
+        return "/".to_string();
+    }
+    let trimmed = v.trim_end_matches('/');
+    if trimmed.is_empty() {
+        "/".to_string()
+    } else {
+        trimmed.to_string()
+    }
+}
+
+fn backends(file: &ConfigFile, p: &mut Problems) -> BTreeMap<String, Backend> {
+    let Some(map) = &file.backends else {
+        p.at_loc(
+            Location::UNKNOWN,
+            "no backends: add at least one under `backends:`",
+        );
+        return BTreeMap::new();
+    };
+    let mut out = BTreeMap::new();
+    for (name, b) in &map.value {
+        if let Some(backend) = backend(name, b, p) {
+            out.insert(name.clone(), backend);
+        }
+    }
+    out
+}
+
+fn backend(name: &str, b: &Spanned<BackendFile>, p: &mut Problems) -> Option<Backend> {
+    let file = &b.value;
+    if file.versions.value.is_empty() {
+        p.at(&file.versions, format!("backend {name:?} has no versions"));
+        return None;
+    }
+    let mut versions = BTreeMap::new();
+    for (vname, v) in &file.versions.value {
+        if v.value.endpoints.value.is_empty() {
+            p.at(
+                &v.value.endpoints,
+                format!("version {vname:?} has no endpoints"),
+            );
+        }
+        for ep in &v.value.endpoints.value {
+            endpoint(ep, p);
+        }
+        let tls = v.value.tls.as_ref().map(|t| UpstreamTls {
+            ca_file: t.value.ca_file.as_ref().map(|c| PathBuf::from(&c.value)),
+            server_name: t.value.server_name.as_ref().map(|s| s.value.clone()),
+        });
+        let endpoints = v
+            .value
+            .endpoints
+            .value
+            .iter()
+            .map(|e| e.value.clone())
+            .collect();
+        versions.insert(vname.clone(), Version { endpoints, tls });
+    }
+    let health_check = file
+        .health_check
+        .as_ref()
+        .map(|h| health_check(&h.value, p));
+    let outlier = file.outlier.as_ref().map_or_else(Outlier::default, |o| {
+        let d = Outlier::default();
+        Outlier {
+            consecutive_failures: o.value.consecutive_failures.as_ref().map_or(
+                d.consecutive_failures,
+                |c| {
+                    if c.value == 0 {
+                        p.at(c, "consecutive_failures must be at least 1");
+                    }
+                    c.value
+                },
+            ),
+            ejection_time: dur_or(&o.value.ejection_time, d.ejection_time, p, "ejection_time"),
+        }
+    });
+    let release = match &file.release {
+        Some(r) => release(r, &versions, p),
+        None if versions.len() == 1 => Release::Single {
+            version: versions.keys().next().cloned().unwrap_or_default(),
+        },
+        None => {
+            p.at(
+                &file.versions,
+                format!("backend {name:?} has several versions and needs a `release:` block"),
+            );
+            Release::Single {
+                version: String::new(),
+            }
+        }
+    };
+    Some(Backend {
+        name: name.to_string(),
+        versions,
+        load_balancing: match file.load_balancing.as_ref().map(|l| l.value) {
+            None | Some(LoadBalancingFile::RoundRobin) => LoadBalancing::RoundRobin,
+            Some(LoadBalancingFile::LeastRequest) => LoadBalancing::LeastRequest,
+        },
+        connect_timeout: dur_or(
+            &file.connect_timeout,
+            Duration::from_secs(2),
+            p,
+            "connect_timeout",
+        ),
+        health_check,
+        outlier,
+        release,
+    })
+}
+
+fn endpoint(ep: &Spanned<String>, p: &mut Problems) {
+    let ok = match ep.value.rsplit_once(':') {
+        Some((host, port)) => {
+            let host = host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(host);
+            port.parse::<u16>().is_ok_and(|port| port != 0)
+                && !host.is_empty()
+                && (host.parse::<std::net::IpAddr>().is_ok()
+                    || host
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'))
+        }
+        None => false,
+    };
+    if !ok {
+        p.at(
+            ep,
+            format!(
+                "endpoint {:?} must be host:port, e.g. 10.0.0.11:8000 or users-v1:8000",
+                ep.value
+            ),
+        );
+    }
+}
+
+fn health_check(h: &HealthCheckFile, p: &mut Problems) -> HealthCheck {
+    let path = match &h.path {
+        Some(s) if !s.value.starts_with('/') => {
+            p.at(s, "health_check.path must start with /");
+            "/".to_string()
+        }
+        Some(s) => s.value.clone(),
+        None => "/".to_string(),
+    };
+    let threshold = |v: &Option<Spanned<u32>>, default: u32, what: &str, p: &mut Problems| match v {
+        Some(s) if s.value == 0 => {
+            p.at(s, format!("{what} must be at least 1"));
+            default
+        }
+        Some(s) => s.value,
+        None => default,
+    };
+    HealthCheck {
+        path,
+        interval: dur_or(
+            &h.interval,
+            Duration::from_secs(2),
+            p,
+            "health_check.interval",
+        ),
+        timeout: dur_or(
+            &h.timeout,
+            Duration::from_secs(1),
+            p,
+            "health_check.timeout",
+        ),
+        healthy_threshold: threshold(&h.healthy_threshold, 2, "healthy_threshold", p),
+        unhealthy_threshold: threshold(&h.unhealthy_threshold, 3, "unhealthy_threshold", p),
+    }
+}
+
+/// Checks that a version named in the release block exists.
+fn version_ref(
+    v: &Spanned<String>,
+    versions: &BTreeMap<String, Version>,
+    role: &str,
+    p: &mut Problems,
+) -> String {
+    if !versions.contains_key(&v.value) {
+        let known: Vec<&str> = versions.keys().map(String::as_str).collect();
+        p.at(
+            v,
+            format!(
+                "{role} version {:?} is not one of this backend's versions ({})",
+                v.value,
+                known.join(", ")
+            ),
+        );
+    }
+    v.value.clone()
+}
+
+fn release(
+    r: &Spanned<ReleaseFile>,
+    versions: &BTreeMap<String, Version>,
+    p: &mut Problems,
+) -> Release {
+    let f = &r.value;
+    let analysis = f
+        .analysis
+        .as_ref()
+        .map_or_else(Analysis::default, |a| analysis(a, p));
+    let override_header = f
+        .override_header
+        .as_ref()
+        .and_then(|h| header_name(h, p, "override_header"));
+    let require = |v: &Option<Spanned<String>>, key: &str, p: &mut Problems| -> String {
+        match v {
+            Some(v) => version_ref(v, versions, key, p),
+            None => {
+                p.at(r, format!("release needs `{key}:` naming a version"));
+                String::new()
+            }
+        }
+    };
+    match f.strategy.value {
+        StrategyFile::Canary => {
+            for (key, present) in [
+                ("active", f.active.is_some()),
+                ("preview", f.preview.is_some()),
+            ] {
+                if present {
+                    p.at(
+                        r,
+                        format!("`{key}` belongs to strategy blue_green, not canary"),
+                    );
+                }
+            }
+            let stable = require(&f.stable, "stable", p);
+            let canary = require(&f.canary, "canary", p);
+            if !stable.is_empty() && stable == canary {
+                if let Some(c) = &f.canary {
+                    p.at(c, "canary must differ from stable");
+                }
+            }
+            let steps = match &f.steps {
+                None => Vec::new(),
+                Some(s) => {
+                    let mut last = -1.0;
+                    let mut steps = Vec::new();
+                    for step in &s.value {
+                        let v = percent(step, p, "step");
+                        if v <= last {
+                            p.at(step, "steps must increase");
+                        }
+                        last = v;
+                        steps.push(v);
+                    }
+                    steps
+                }
+            };
+            let sticky = f
+                .sticky
+                .as_ref()
+                .and_then(|s| match (&s.value.cookie, &s.value.header) {
+                    (Some(c), None) => {
+                        let valid = !c.value.is_empty()
+                            && c.value
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                        if !valid {
+                            p.at(
+                                c,
+                                format!(
+                                    "cookie name {:?} may hold only letters, digits, - _ .",
+                                    c.value
+                                ),
+                            );
+                        }
+                        Some(Sticky::Cookie(c.value.clone()))
+                    }
+                    (None, Some(h)) => header_name(h, p, "sticky header").map(Sticky::Header),
+                    _ => {
+                        p.at(s, "sticky needs exactly one of `cookie` or `header`");
+                        None
+                    }
+                });
+            Release::Canary(Canary {
+                stable,
+                canary,
+                weight: f.weight.as_ref().map_or(0.0, |w| percent(w, p, "weight")),
+                steps,
+                step_interval: dur_or(
+                    &f.step_interval,
+                    Duration::from_secs(30),
+                    p,
+                    "step_interval",
+                ),
+                sticky,
+                override_header,
+                retry_on_stable: f.retry_on_stable.unwrap_or(true),
+                mirror_percent: f
+                    .mirror_percent
+                    .as_ref()
+                    .map_or(0.0, |m| percent(m, p, "mirror_percent")),
+                analysis,
+            })
+        }
+        StrategyFile::BlueGreen => {
+            for (key, present) in [
+                ("stable", f.stable.is_some()),
+                ("canary", f.canary.is_some()),
+                ("weight", f.weight.is_some()),
+                ("steps", f.steps.is_some()),
+                ("step_interval", f.step_interval.is_some()),
+                ("sticky", f.sticky.is_some()),
+                ("mirror_percent", f.mirror_percent.is_some()),
+                ("retry_on_stable", f.retry_on_stable.is_some()),
+            ] {
+                if present {
+                    p.at(
+                        r,
+                        format!("`{key}` belongs to strategy canary, not blue_green"),
+                    );
+                }
+            }
+            let active = require(&f.active, "active", p);
+            let preview = f
+                .preview
+                .as_ref()
+                .map(|v| version_ref(v, versions, "preview", p));
+            if preview.as_deref() == Some(active.as_str()) {
+                if let Some(v) = &f.preview {
+                    p.at(v, "preview must differ from active");
+                }
+            }
+            Release::BlueGreen(BlueGreen {
+                active,
+                preview,
+                override_header,
+                analysis,
+            })
+        }
+    }
+}
+
+fn analysis(a: &Spanned<AnalysisFile>, p: &mut Problems) -> Analysis {
+    let f = &a.value;
+    let d = Analysis::default();
+    let interval = dur_or(&f.interval, d.interval, p, "analysis.interval");
+    let window = dur_or(&f.window, d.window, p, "analysis.window");
+    if window < interval {
+        if let Some(w) = &f.window {
+            p.at(w, "analysis.window must be at least analysis.interval");
+        }
+    }
+    let max_error_rate = match &f.max_error_rate {
+        Some(s) if !(0.0..=1.0).contains(&s.value) => {
+            p.at(
+                s,
+                "max_error_rate is a fraction between 0 and 1 (0.05 = 5%)",
+            );
+            d.max_error_rate
+        }
+        Some(s) => s.value,
+        None => d.max_error_rate,
+    };
+    let source = match f.source.as_ref().map(|s| &s.value) {
+        None | Some(SourceFile::Local) => AnalysisSource::Local,
+        Some(SourceFile::Prometheus(prom)) => {
+            let url = &prom.url;
+            if !(url.value.starts_with("http://") || url.value.starts_with("https://")) {
+                p.at(url, "prometheus url must start with http:// or https://");
+            }
+            AnalysisSource::Prometheus {
+                url: url.value.clone(),
+                requests_query: prom.requests_query.clone(),
+                error_rate_query: prom.error_rate_query.clone(),
+                p99_query: prom.p99_query.clone(),
+            }
+        }
+    };
+    Analysis {
+        interval,
+        window,
+        min_requests: f.min_requests.as_ref().map_or(d.min_requests, |m| m.value),
+        max_error_rate,
+        max_p99_latency: dur_or(&f.max_p99_latency, d.max_p99_latency, p, "max_p99_latency"),
+        source,
+    }
+}

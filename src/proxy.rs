@@ -1,0 +1,399 @@
+//! The request path: route, choose a version and an endpoint, forward, answer.
+//!
+//! [`handle`] wraps [`forward`]: it owns the request id, the response headers
+//! every answer carries, the access log, and is the only place that turns a
+//! [`ProxyError`] into a response.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Scheme, Uri};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+
+use crate::access_log::AccessRecord;
+use crate::app::Shared;
+use crate::body::{RequestBody, ResponseBody};
+use crate::config::Sticky;
+use crate::error::{error_body, ProxyError};
+use crate::release::bucket::{bucket, cookie_value};
+use crate::release::split::{choose, Inputs};
+use crate::request_id::{new_request_id, random_below, random_u64};
+use crate::server::guard::ConnState;
+use crate::snapshot::{BackendRt, InFlight, Snapshot};
+use crate::upstream;
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const X_SWITCHYARD_VERSION: HeaderName = HeaderName::from_static("x-switchyard-version");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// One worker thread's view: its index (for its upstream clients) and the
+/// state shared by all workers.
+pub struct Worker {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+}
+
+/// What the request path needs to know about the client connection.
+pub struct Conn {
+    pub state: Arc<ConnState>,
+    pub peer: SocketAddr,
+    /// The client address as an `X-Forwarded-For` element, built once.
+    pub peer_ip: HeaderValue,
+    pub tls: bool,
+}
+
+impl Conn {
+    pub fn new(peer: SocketAddr, tls: bool, state: Arc<ConnState>) -> Self {
+        let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown"));
+        Conn {
+            state,
+            peer,
+            peer_ip,
+            tls,
+        }
+    }
+}
+
+/// What was decided for one request, for the response headers and the log.
+#[derive(Default)]
+struct Exchange {
+    route: Option<usize>,
+    backend: Option<Arc<BackendRt>>,
+    version: Option<usize>,
+    endpoint: Option<InFlight>,
+    set_cookie: Option<HeaderValue>,
+    upstream_started: Option<Instant>,
+    upstream_ms: Option<f64>,
+}
+
+/// Serves one request; never fails (errors become responses).
+pub async fn handle(
+    worker: &Worker,
+    conn: &Conn,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let started = Instant::now();
+    let snapshot = worker.shared.snapshot.load_full();
+    let request_id = match req.headers().get(X_REQUEST_ID) {
+        Some(id) => id.clone(),
+        None => HeaderValue::from_bytes(&new_request_id()).unwrap_or(HeaderValue::from_static("-")),
+    };
+    let http1 = req.version() <= Version::HTTP_11;
+    let has_body = !http_body::Body::is_end_stream(req.body());
+    conn.state.body_done.store(!has_body, Ordering::Relaxed);
+    let record = snapshot
+        .config
+        .access_log
+        .then(|| AccessRecord::begin(&req, &request_id, started));
+    let mut ex = Exchange::default();
+
+    let mut response = match forward(worker, conn, &snapshot, &mut ex, &request_id, req).await {
+        Ok(response) => response,
+        Err(err) => {
+            let status = err.status();
+            if status.is_server_error() {
+                tracing::debug!(error = %err, request_id = ?request_id, "request failed");
+            }
+            let text = error_body(status, &err.to_string(), request_id.to_str().unwrap_or("-"));
+            let mut response = Response::new(ResponseBody::full(text));
+            *response.status_mut() = status;
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            if http1 && !conn.state.body_done.load(Ordering::Relaxed) {
+                // The request body was not read: the connection cannot carry
+                // another request safely, so end it after this answer.
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
+        }
+    };
+
+    let headers = response.headers_mut();
+    if let (Some(backend), Some(v)) = (&ex.backend, ex.version) {
+        headers.insert(X_SWITCHYARD_VERSION, backend.versions[v].header.clone());
+    }
+    if let Some(cookie) = ex.set_cookie.take() {
+        headers.append(header::SET_COOKIE, cookie);
+    }
+    headers.insert(X_REQUEST_ID, request_id);
+    if let Some(mut record) = record {
+        record.decided(
+            response.status(),
+            ex.route.map(|r| snapshot.routes[r].name.as_str()),
+            ex.backend.as_deref(),
+            ex.version,
+            ex.endpoint.as_ref().map(|e| e.0.address.as_str()),
+            ex.upstream_ms,
+        );
+        response.body_mut().set_finish(Box::new(record));
+    }
+    if let Some(in_flight) = ex.endpoint.take() {
+        response.body_mut().set_in_flight(in_flight);
+    }
+    response.body_mut().set_conn(conn.state.clone());
+    Ok(response)
+}
+
+async fn forward(
+    worker: &Worker,
+    conn: &Conn,
+    snapshot: &Snapshot,
+    ex: &mut Exchange,
+    request_id: &HeaderValue,
+    mut req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let limits = snapshot.config.limits;
+    let host = request_host(&req).ok_or(ProxyError::BadRequest("missing Host"))?;
+    let route_idx = snapshot
+        .table
+        .find(host.to_str().unwrap_or(""), req.uri().path())
+        .ok_or(ProxyError::NoRoute)?;
+    ex.route = Some(route_idx);
+    let route = &snapshot.routes[route_idx];
+    let backend = Arc::clone(&snapshot.backends[route.backend]);
+    ex.backend = Some(Arc::clone(&backend));
+
+    if let Some(len) = content_length(req.headers()) {
+        if len > limits.max_body_bytes {
+            return Err(ProxyError::BodyTooLarge(limits.max_body_bytes));
+        }
+    }
+
+    let inputs = Inputs {
+        forced: backend
+            .override_header
+            .as_ref()
+            .and_then(|h| req.headers().get(h))
+            .and_then(|v| backend.version_index(v.as_bytes())),
+        sticky_bucket: sticky_bucket(&backend, req.headers(), ex),
+        roll: random_below(10_000),
+    };
+    let decision = choose(&backend.split, &inputs, |v| {
+        backend.versions[v].has_usable()
+    })
+    .ok_or_else(|| ProxyError::NoHealthyEndpoint(backend.name.clone()))?;
+    ex.version = Some(decision.version);
+    let version = &backend.versions[decision.version];
+    let endpoint = version
+        .pick(backend.load_balancing)
+        .ok_or_else(|| ProxyError::NoHealthyEndpoint(backend.name.clone()))?;
+    let authority = endpoint.authority.clone();
+    ex.endpoint = Some(InFlight::new(Arc::clone(endpoint)));
+
+    let upgrade = is_upgrade(&req);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut uri = Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(authority)
+        .path_and_query(path);
+    if parts.method == Method::CONNECT {
+        uri = Uri::builder().authority(endpoint.authority.clone());
+    }
+    parts.uri = uri
+        .build()
+        .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+    prepare_request_headers(&mut parts.headers, conn, &host, request_id, upgrade);
+    parts.version = Version::HTTP_11;
+    let body = RequestBody::new(body, limits.max_body_bytes, conn.state.clone());
+    let upstream_req = Request::from_parts(parts, body);
+
+    let started = Instant::now();
+    ex.upstream_started = Some(started);
+    let client = backend.upstream.client(worker.id);
+    let result =
+        upstream::forward(client, upstream_req, route.timeout, limits.max_body_bytes).await;
+    ex.upstream_ms = Some(started.elapsed().as_secs_f64() * 1e3);
+    let mut response = result?;
+
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            conn.state.passthrough.store(true, Ordering::Relaxed);
+            tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+        }
+        let (parts, _) = response.into_parts();
+        return Ok(Response::from_parts(parts, ResponseBody::empty()));
+    }
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    // We answer in the client's protocol, whatever the upstream spoke.
+    parts.version = Version::HTTP_11;
+    Ok(Response::from_parts(parts, ResponseBody::stream(body)))
+}
+
+/// Copies bytes both ways between an upgraded client and upstream connection.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = hyper_util::rt::TokioIo::new(client);
+    let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "upgraded connection ended with an error");
+    }
+}
+
+/// The sticky key's bucket; gives a new client a cookie when needed.
+fn sticky_bucket(backend: &BackendRt, headers: &HeaderMap, ex: &mut Exchange) -> Option<u32> {
+    match backend.sticky.as_ref()? {
+        Sticky::Header(name) => headers.get(name).map(|v| bucket(v.as_bytes())),
+        Sticky::Cookie(name) => {
+            let found = headers
+                .get_all(header::COOKIE)
+                .iter()
+                .find_map(|v| cookie_value(v.as_bytes(), name).filter(|v| !v.is_empty()));
+            if let Some(value) = found {
+                return Some(bucket(value));
+            }
+            let key = format!("{:016x}", random_u64());
+            let cookie = format!("{name}={key}; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax");
+            ex.set_cookie = HeaderValue::from_str(&cookie).ok();
+            Some(bucket(key.as_bytes()))
+        }
+    }
+}
+
+/// The request's host: the Host header, or the authority of an absolute or
+/// HTTP/2 request target.
+fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
+    if let Some(authority) = req.uri().authority() {
+        return HeaderValue::from_str(authority.as_str()).ok();
+    }
+    req.headers().get(header::HOST).cloned()
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn is_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req.headers().get_all(header::CONNECTION).iter().any(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+        })
+}
+
+fn prepare_request_headers(
+    headers: &mut HeaderMap,
+    conn: &Conn,
+    host: &HeaderValue,
+    id: &HeaderValue,
+    upgrade: bool,
+) {
+    let upgrade_value = if upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    strip_hop_by_hop(headers, true);
+    if let Some(value) = upgrade_value {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, value);
+    }
+    if !headers.contains_key(header::HOST) {
+        headers.insert(header::HOST, host.clone());
+    }
+    match headers.get_mut(X_FORWARDED_FOR) {
+        Some(existing) => {
+            let mut joined = Vec::with_capacity(existing.len() + 2 + conn.peer_ip.len());
+            joined.extend_from_slice(existing.as_bytes());
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(conn.peer_ip.as_bytes());
+            if let Ok(value) = HeaderValue::from_bytes(&joined) {
+                *existing = value;
+            }
+        }
+        None => {
+            headers.insert(X_FORWARDED_FOR, conn.peer_ip.clone());
+        }
+    }
+    let proto = if conn.tls { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    headers.insert(X_FORWARDED_HOST, host.clone());
+    if !headers.contains_key(X_REQUEST_ID) {
+        headers.insert(X_REQUEST_ID, id.clone());
+    }
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+/// `request` also drops `TE` (we speak to the upstream ourselves).
+fn strip_hop_by_hop(headers: &mut HeaderMap, request: bool) {
+    if let Some(connection) = headers.get(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .chain(std::iter::once(connection))
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in [
+        header::CONNECTION,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::TRAILER,
+    ] {
+        headers.remove(name);
+    }
+    if request {
+        headers.remove(header::TE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, true);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["x-kept"]);
+    }
+}

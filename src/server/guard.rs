@@ -1,0 +1,590 @@
+//! The connection guard: an I/O wrapper between the socket and hyper that
+//! enforces what hyper's HTTP/1 server does not do the way a gateway must.
+//!
+//! It owns, per connection:
+//! - `idle_timeout`: a keep-alive connection with no request for that long is
+//!   closed;
+//! - `header_read_timeout`: a request head not complete in that time gets
+//!   `408` and the connection is closed (hyper would close silently);
+//! - `max_header_bytes`: a longer head gets `431`;
+//! - request framing that hyper would "repair": both `Content-Length` and
+//!   `Transfer-Encoding`, or differing `Content-Length` values, get `400`
+//!   (hyper would drop Content-Length and go on, a smuggling hazard upstream).
+//!
+//! It only looks at bytes while a request head is being read. Once a head is
+//! complete it waits, without inspecting, until the proxy reports the
+//! response finished (`ConnState::completed`). HTTP/2 (prior knowledge or
+//! ALPN) and upgraded connections are passed through untouched apart from the
+//! idle timeout, which h2 then leaves to hyper. Timers are coarse: one sleep
+//! per connection that ticks every quarter timeout, so a request costs two
+//! clock reads and no timer-wheel operation.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use http::StatusCode;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::error::error_body;
+use crate::request_id::new_request_id;
+
+/// State shared between a connection's guard and the requests served on it.
+#[derive(Debug, Default)]
+pub struct ConnState {
+    /// Responses finished on this connection. Written by the response body
+    /// when it is dropped; read by the guard to know the next head may start.
+    pub completed: AtomicU64,
+    /// Set by the proxy when the connection stops carrying HTTP/1 messages
+    /// the guard can follow (a 101 upgrade, or a response sent before the
+    /// request body was read). The guard then stops inspecting.
+    pub passthrough: AtomicBool,
+    /// Whether the current request's body has been read to its end. Set by
+    /// the request path (HTTP/1 carries one request at a time).
+    pub body_done: AtomicBool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct GuardLimits {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the first byte of the next request.
+    Idle,
+    /// Reading a request head.
+    Head,
+    /// A request is being served; the guard does not look at the bytes.
+    Busy,
+    /// Writing the guard's own error answer before closing.
+    Reply,
+    /// Closed by the guard: reads return end of file.
+    Done,
+    /// Not HTTP/1 heads any more (h2, upgrade): bytes pass untouched.
+    Passthrough,
+}
+
+pub struct Guarded<T> {
+    inner: T,
+    state: Arc<ConnState>,
+    limits: GuardLimits,
+    phase: Phase,
+    /// Request heads seen complete on this connection.
+    heads: u64,
+    deadline: Option<Instant>,
+    tick: Pin<Box<Sleep>>,
+    granularity: Duration,
+    scan: HeadScan,
+    reply: Vec<u8>,
+    reply_written: usize,
+}
+
+impl<T> Guarded<T> {
+    /// Wraps a new connection. `h2` is true when ALPN already chose HTTP/2.
+    pub fn new(inner: T, state: Arc<ConnState>, limits: GuardLimits, h2: bool) -> Self {
+        let granularity = (limits.header_read_timeout.min(limits.idle_timeout) / 4)
+            .max(Duration::from_millis(20));
+        let now = Instant::now();
+        Guarded {
+            inner,
+            state,
+            limits,
+            phase: if h2 { Phase::Passthrough } else { Phase::Idle },
+            heads: 0,
+            deadline: Some(now + limits.idle_timeout),
+            tick: Box::pin(tokio::time::sleep_until(now + granularity)),
+            granularity,
+            scan: HeadScan::new(true),
+            reply: Vec::new(),
+            reply_written: 0,
+        }
+    }
+
+    /// True once the current deadline has passed; re-arms the coarse tick.
+    fn timed_out(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(deadline) = self.deadline else {
+            return false;
+        };
+        loop {
+            if self.tick.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return true;
+            }
+            self.tick
+                .as_mut()
+                .reset(deadline.min(now + self.granularity));
+        }
+    }
+
+    fn start_reply(&mut self, status: StatusCode, detail: &str) {
+        let id = new_request_id();
+        let id = std::str::from_utf8(&id).unwrap_or("-");
+        let body = error_body(status, detail, id);
+        self.reply = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\nx-request-id: {id}\r\n\r\n{body}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            body.len()
+        )
+        .into_bytes();
+        self.reply_written = 0;
+        self.phase = Phase::Reply;
+        tracing::debug!(
+            status = status.as_u16(),
+            detail,
+            request_id = id,
+            "request rejected by the connection guard"
+        );
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Guarded<T> {
+    fn poll_reply(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.reply_written < self.reply.len() {
+            let n = ready!(
+                Pin::new(&mut self.inner).poll_write(cx, &self.reply[self.reply_written..])
+            )?;
+            if n == 0 {
+                break;
+            }
+            self.reply_written += n;
+        }
+        ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
+        self.phase = Phase::Done;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            match this.phase {
+                Phase::Passthrough => return Pin::new(&mut this.inner).poll_read(cx, buf),
+                Phase::Done => return Poll::Ready(Ok(())),
+                Phase::Reply => {
+                    // Errors writing our own answer end the connection all the same.
+                    let _ = ready!(this.poll_reply(cx));
+                    this.phase = Phase::Done;
+                }
+                Phase::Busy => {
+                    if this.state.passthrough.load(Ordering::Relaxed) {
+                        this.phase = Phase::Passthrough;
+                        continue;
+                    }
+                    let completed = this.state.completed.load(Ordering::Acquire);
+                    if completed > this.heads {
+                        // hyper served a request whose head we did not see
+                        // (pipelined in an earlier read): stop following.
+                        this.phase = Phase::Passthrough;
+                        continue;
+                    }
+                    if completed < this.heads {
+                        return Pin::new(&mut this.inner).poll_read(cx, buf);
+                    }
+                    this.phase = Phase::Idle;
+                    this.deadline = Some(Instant::now() + this.limits.idle_timeout);
+                }
+                Phase::Idle | Phase::Head => {
+                    let before = buf.filled().len();
+                    match Pin::new(&mut this.inner).poll_read(cx, buf) {
+                        Poll::Ready(Ok(())) => {
+                            let n = buf.filled().len() - before;
+                            if n == 0 {
+                                return Poll::Ready(Ok(()));
+                            }
+                            if this.phase == Phase::Idle {
+                                this.phase = Phase::Head;
+                                this.deadline =
+                                    Some(Instant::now() + this.limits.header_read_timeout);
+                                this.scan.reset(this.heads == 0);
+                            }
+                            match this
+                                .scan
+                                .feed(&buf.filled()[before..], this.limits.max_header_bytes)
+                            {
+                                Scan::More => return Poll::Ready(Ok(())),
+                                Scan::Complete => {
+                                    this.heads += 1;
+                                    this.phase = Phase::Busy;
+                                    this.deadline = None;
+                                    return Poll::Ready(Ok(()));
+                                }
+                                Scan::Http2 => {
+                                    this.phase = Phase::Passthrough;
+                                    this.deadline = None;
+                                    return Poll::Ready(Ok(()));
+                                }
+                                Scan::Reject(status, detail) => {
+                                    buf.set_filled(before);
+                                    this.start_reply(status, detail);
+                                }
+                            }
+                        }
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => {
+                            if !this.timed_out(cx) {
+                                return Poll::Pending;
+                            }
+                            if this.phase == Phase::Head {
+                                this.start_reply(
+                                    StatusCode::REQUEST_TIMEOUT,
+                                    "request head not received in time",
+                                );
+                            } else {
+                                this.phase = Phase::Done;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// What one chunk of head bytes revealed.
+#[derive(Debug, PartialEq, Eq)]
+enum Scan {
+    More,
+    Complete,
+    Http2,
+    Reject(StatusCode, &'static str),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LineState {
+    /// In the request line (leading empty lines are skipped).
+    RequestLine { empty: bool },
+    /// At the start of a header line.
+    LineStart,
+    /// After a `\r` at the start of a line: the head ends at `\n`.
+    LineStartCr,
+    /// Reading a header name.
+    Name,
+    /// Reading a Content-Length value.
+    LengthValue,
+    /// Skipping the rest of a line.
+    Skip,
+}
+
+const CONTENT_LENGTH: &[u8] = b"content-length";
+const TRANSFER_ENCODING: &[u8] = b"transfer-encoding";
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+/// An incremental scanner over one request head: finds its end, its size and
+/// the framing headers, whatever way the bytes are split across reads.
+#[derive(Debug)]
+struct HeadScan {
+    state: LineState,
+    bytes: usize,
+    /// On the connection's first head: how much of the h2 preface matched.
+    preface: Option<usize>,
+    name: [u8; 17],
+    name_len: usize,
+    name_overflow: bool,
+    lengths: u32,
+    encodings: u32,
+    value: Option<u64>,
+    value_invalid: bool,
+    first_length: Option<u64>,
+    conflict: bool,
+}
+
+impl HeadScan {
+    fn new(first: bool) -> Self {
+        HeadScan {
+            state: LineState::RequestLine { empty: true },
+            bytes: 0,
+            preface: first.then_some(0),
+            name: [0; 17],
+            name_len: 0,
+            name_overflow: false,
+            lengths: 0,
+            encodings: 0,
+            value: None,
+            value_invalid: false,
+            first_length: None,
+            conflict: false,
+        }
+    }
+
+    fn reset(&mut self, first: bool) {
+        *self = HeadScan::new(first);
+    }
+
+    fn feed(&mut self, chunk: &[u8], max: usize) -> Scan {
+        let mut i = 0;
+        while i < chunk.len() {
+            let b = chunk[i];
+            i += 1;
+            match self.state {
+                LineState::RequestLine { empty } => {
+                    if let Some(matched) = self.preface {
+                        if matched < H2_PREFACE.len() && b == H2_PREFACE[matched] {
+                            self.preface = Some(matched + 1);
+                            if matched + 1 == H2_PREFACE.len() {
+                                return Scan::Http2;
+                            }
+                        } else {
+                            self.preface = None;
+                        }
+                    }
+                    match b {
+                        b'\n' if empty => {}
+                        b'\n' => self.state = LineState::LineStart,
+                        b'\r' => {}
+                        _ => self.state = LineState::RequestLine { empty: false },
+                    }
+                }
+                LineState::LineStart => match b {
+                    b'\r' => self.state = LineState::LineStartCr,
+                    b'\n' => {
+                        self.bytes += i;
+                        return self.complete(max);
+                    }
+                    _ => {
+                        self.name_len = 0;
+                        self.name_overflow = false;
+                        self.state = LineState::Name;
+                        self.push_name(b);
+                    }
+                },
+                LineState::LineStartCr => {
+                    if b == b'\n' {
+                        self.bytes += i;
+                        return self.complete(max);
+                    }
+                    // A bare CR: hyper's parser rejects the head itself.
+                    self.state = LineState::Skip;
+                }
+                LineState::Name => match b {
+                    b':' => self.end_name(),
+                    b'\n' => self.state = LineState::LineStart,
+                    _ => self.push_name(b),
+                },
+                LineState::LengthValue => match b {
+                    b'0'..=b'9' => {
+                        let digit = u64::from(b - b'0');
+                        self.value = match self
+                            .value
+                            .unwrap_or(0)
+                            .checked_mul(10)
+                            .and_then(|v| v.checked_add(digit))
+                        {
+                            Some(v) => Some(v),
+                            None => {
+                                self.value_invalid = true;
+                                None
+                            }
+                        };
+                    }
+                    b' ' | b'\t' | b'\r' => {}
+                    b'\n' => {
+                        self.end_length();
+                        self.state = LineState::LineStart;
+                    }
+                    _ => self.value_invalid = true,
+                },
+                LineState::Skip => match chunk[i - 1..].iter().position(|&c| c == b'\n') {
+                    Some(at) => {
+                        i += at;
+                        self.state = LineState::LineStart;
+                    }
+                    None => i = chunk.len(),
+                },
+            }
+        }
+        self.bytes += chunk.len();
+        if self.bytes > max {
+            return Scan::Reject(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request head too large",
+            );
+        }
+        Scan::More
+    }
+
+    fn push_name(&mut self, b: u8) {
+        if self.name_len < self.name.len() {
+            self.name[self.name_len] = b.to_ascii_lowercase();
+            self.name_len += 1;
+        } else {
+            self.name_overflow = true;
+        }
+    }
+
+    fn end_name(&mut self) {
+        let name = &self.name[..self.name_len];
+        self.state = LineState::Skip;
+        if self.name_overflow {
+            return;
+        }
+        if name == CONTENT_LENGTH {
+            self.lengths += 1;
+            self.value = None;
+            self.value_invalid = false;
+            self.state = LineState::LengthValue;
+        } else if name == TRANSFER_ENCODING {
+            self.encodings += 1;
+        }
+    }
+
+    fn end_length(&mut self) {
+        // Lists ("5, 5") and junk are left to hyper's own parser.
+        let (Some(value), false) = (self.value, self.value_invalid) else {
+            return;
+        };
+        match self.first_length {
+            None => self.first_length = Some(value),
+            Some(first) if first != value => self.conflict = true,
+            Some(_) => {}
+        }
+    }
+
+    fn complete(&self, max: usize) -> Scan {
+        if self.bytes > max {
+            Scan::Reject(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request head too large",
+            )
+        } else if self.lengths > 0 && self.encodings > 0 {
+            Scan::Reject(
+                StatusCode::BAD_REQUEST,
+                "both Content-Length and Transfer-Encoding",
+            )
+        } else if self.conflict {
+            Scan::Reject(StatusCode::BAD_REQUEST, "conflicting Content-Length values")
+        } else {
+            Scan::Complete
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan_whole(head: &[u8]) -> Scan {
+        HeadScan::new(true).feed(head, 65536)
+    }
+
+    /// Feeds the head one byte at a time, as a slow client would send it.
+    fn scan_bytewise(head: &[u8]) -> Scan {
+        let mut scan = HeadScan::new(true);
+        for b in head {
+            match scan.feed(std::slice::from_ref(b), 65536) {
+                Scan::More => {}
+                other => return other,
+            }
+        }
+        Scan::More
+    }
+
+    #[test]
+    fn a_plain_head_completes_at_the_empty_line() {
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(scan_whole(head), Scan::Complete);
+        assert_eq!(scan_bytewise(head), Scan::Complete);
+        assert_eq!(scan_whole(b"GET / HTTP/1.1\nHost: a\n\n"), Scan::Complete);
+    }
+
+    #[test]
+    fn an_unfinished_head_asks_for_more() {
+        assert_eq!(scan_whole(b"GET / HTTP/1.1\r\nHost: a\r\n"), Scan::More);
+    }
+
+    #[test]
+    fn both_length_and_chunked_are_rejected_in_any_case_and_split() {
+        let head = b"POST / HTTP/1.1\r\nHost: a\r\ncOnTeNt-LeNgTh: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let want = Scan::Reject(
+            StatusCode::BAD_REQUEST,
+            "both Content-Length and Transfer-Encoding",
+        );
+        assert_eq!(scan_whole(head), want);
+        assert_eq!(scan_bytewise(head), want);
+    }
+
+    #[test]
+    fn differing_lengths_are_rejected_and_equal_ones_pass() {
+        let bad = b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n";
+        assert_eq!(
+            scan_bytewise(bad),
+            Scan::Reject(StatusCode::BAD_REQUEST, "conflicting Content-Length values")
+        );
+        let same = b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n";
+        assert_eq!(scan_whole(same), Scan::Complete);
+    }
+
+    #[test]
+    fn a_head_over_the_limit_is_rejected() {
+        let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+        head.extend(std::iter::repeat_n(b"x-pad: 0123456789\r\n".as_slice(), 100).flatten());
+        assert_eq!(
+            HeadScan::new(false).feed(&head, 1024),
+            Scan::Reject(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request head too large"
+            )
+        );
+    }
+
+    #[test]
+    fn the_h2_preface_switches_to_passthrough_on_the_first_head_only() {
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        assert_eq!(scan_bytewise(preface), Scan::Http2);
+        assert_eq!(HeadScan::new(false).feed(preface, 65536), Scan::Complete);
+    }
+
+    #[test]
+    fn leading_empty_lines_are_skipped() {
+        assert_eq!(
+            scan_whole(b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Scan::Complete
+        );
+    }
+}

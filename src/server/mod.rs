@@ -1,0 +1,211 @@
+//! Listeners and connection serving.
+//!
+//! Each worker thread runs its own single-threaded runtime with its own
+//! `SO_REUSEPORT` socket per listener, so the kernel spreads connections over
+//! the workers and a connection, its requests and its upstream connections
+//! stay on one thread. Connections pass through the [`guard`] and are served
+//! by hyper-util's `auto` builder (HTTP/1.1 and h2c prior knowledge), with
+//! upgrades, and are watched for graceful shutdown.
+
+pub mod guard;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::runtime::Runtime;
+use tokio::sync::{watch, Semaphore};
+
+use crate::config::{Config, Limits};
+use crate::proxy::{self, Conn, Worker};
+use guard::{ConnState, GuardLimits, Guarded};
+
+/// Pending connections the kernel queues per socket.
+const BACKLOG: u32 = 4096;
+/// Concurrent HTTP/2 streams per connection.
+const H2_MAX_STREAMS: u32 = 256;
+
+pub struct BoundListener {
+    pub name: String,
+    pub listener: TcpListener,
+    pub tls: bool,
+}
+
+/// Binds every listener once per worker runtime. The first bind fixes the
+/// address (resolving port 0); the other workers share it by `SO_REUSEPORT`.
+/// Returns the sockets per worker and the bound address per listener.
+pub fn bind(
+    config: &Config,
+    runtimes: &[Runtime],
+) -> io::Result<(Vec<Vec<BoundListener>>, Vec<(String, SocketAddr)>)> {
+    let mut per_worker: Vec<Vec<BoundListener>> = runtimes.iter().map(|_| Vec::new()).collect();
+    let mut bound = Vec::new();
+    let shared = runtimes.len() > 1;
+    for listener in &config.listeners {
+        let mut addr = listener.bind;
+        for (i, rt) in runtimes.iter().enumerate() {
+            let _entered = rt.enter();
+            let socket = bind_one(addr, shared).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("listener {} on {addr}: {e}", listener.name),
+                )
+            })?;
+            if i == 0 {
+                addr = socket.local_addr()?;
+                bound.push((listener.name.clone(), addr));
+            }
+            per_worker[i].push(BoundListener {
+                name: listener.name.clone(),
+                listener: socket,
+                tls: listener.tls.is_some(),
+            });
+        }
+    }
+    Ok((per_worker, bound))
+}
+
+fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+/// Everything a worker's accept loops share.
+struct Serving {
+    worker: Arc<Worker>,
+    builder: auto::Builder<TokioExecutor>,
+    guard: GuardLimits,
+    slots: Arc<Semaphore>,
+    graceful: GracefulShutdown,
+}
+
+/// Serves a worker's listeners until `stop` turns true, then waits up to
+/// `drain` for its open connections to finish.
+pub async fn serve(
+    worker: Arc<Worker>,
+    listeners: Vec<BoundListener>,
+    limits: Limits,
+    slots: Arc<Semaphore>,
+    stop: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let serving = Arc::new(Serving {
+        worker,
+        builder: builder(&limits),
+        guard: GuardLimits {
+            header_read_timeout: limits.header_read_timeout,
+            idle_timeout: limits.idle_timeout,
+            max_header_bytes: limits.max_header_bytes,
+        },
+        slots,
+        graceful: GracefulShutdown::new(),
+    });
+    let loops: Vec<_> = listeners
+        .into_iter()
+        .map(|l| tokio::spawn(accept_loop(Arc::clone(&serving), l, stop.clone())))
+        .collect();
+    for handle in loops {
+        let _ = handle.await;
+    }
+    let Ok(serving) = Arc::try_unwrap(serving) else {
+        return;
+    };
+    let open = serving.graceful.count();
+    if open > 0 {
+        tracing::debug!(
+            worker = serving.worker.id,
+            open,
+            "waiting for open connections"
+        );
+    }
+    if tokio::time::timeout(drain, serving.graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            worker = serving.worker.id,
+            "shutdown timeout: closing connections still open"
+        );
+    }
+}
+
+fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // The guard enforces the header timeout itself, with a 408 answer.
+        .header_read_timeout(None)
+        .max_buf_size((limits.max_header_bytes + 16 * 1024).max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
+        .keep_alive_interval(Some(limits.idle_timeout / 2))
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
+}
+
+async fn accept_loop(serving: Arc<Serving>, bound: BoundListener, mut stop: watch::Receiver<bool>) {
+    loop {
+        // A free connection slot first: over max_connections, new
+        // connections wait in the kernel's accept queue.
+        let permit = tokio::select! {
+            permit = Arc::clone(&serving.slots).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            _ = crate::app::stopped(&mut stop) => return,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = bound.listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(listener = %bound.name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = crate::app::stopped(&mut stop) => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = Arc::new(ConnState::default());
+        let conn = Arc::new(Conn::new(peer, bound.tls, Arc::clone(&state)));
+        let io = TokioIo::new(Guarded::new(stream, state, serving.guard, false));
+        let worker = Arc::clone(&serving.worker);
+        let service = service_fn(move |req| {
+            let worker = Arc::clone(&worker);
+            let conn = Arc::clone(&conn);
+            async move { proxy::handle(&worker, &conn, req).await }
+        });
+        let connection = serving
+            .builder
+            .serve_connection_with_upgrades(io, service)
+            .into_owned();
+        let watched = serving.graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = watched.await {
+                tracing::trace!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+}

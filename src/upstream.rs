@@ -1,0 +1,106 @@
+//! Upstream HTTP/1.1 clients: one pooled keep-alive client per backend and
+//! worker thread, so a worker's upstream connections live on its own runtime.
+//!
+//! [`forward`] sends one request and turns every failure into the
+//! [`ProxyError`] that decides the client's status.
+
+use std::error::Error as StdError;
+use std::io;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::body::{BodyTooLarge, RequestBody};
+use crate::error::ProxyError;
+
+pub type HttpClient = Client<HttpConnector, RequestBody>;
+
+/// Idle upstream connections are closed after this long.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// At most this many idle connections are kept per endpoint and worker.
+const POOL_MAX_IDLE_PER_ENDPOINT: usize = 512;
+
+pub struct Upstream {
+    clients: Vec<HttpClient>,
+    pub connect_timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(workers: usize, connect_timeout: Duration) -> Self {
+        let clients = (0..workers.max(1))
+            .map(|_| client(connect_timeout))
+            .collect();
+        Upstream {
+            clients,
+            connect_timeout,
+        }
+    }
+
+    /// The client of worker `worker` (the first one for other threads).
+    pub fn client(&self, worker: usize) -> &HttpClient {
+        self.clients.get(worker).unwrap_or(&self.clients[0])
+    }
+}
+
+fn client(connect_timeout: Duration) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_nodelay(true);
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_ENDPOINT)
+        .build(connector)
+}
+
+/// Sends `req` and waits for the response head, at most `timeout`.
+pub async fn forward(
+    client: &HttpClient,
+    req: Request<RequestBody>,
+    timeout: Option<Duration>,
+    body_limit: u64,
+) -> Result<Response<Incoming>, ProxyError> {
+    let sent = client.request(req);
+    let result = match timeout {
+        Some(limit) => tokio::time::timeout(limit, sent)
+            .await
+            .map_err(|_| ProxyError::Timeout)?,
+        None => sent.await,
+    };
+    result.map_err(|e| classify(&e, body_limit))
+}
+
+/// Maps a client error to the failure it stands for.
+fn classify(err: &hyper_util::client::legacy::Error, body_limit: u64) -> ProxyError {
+    let mut source: Option<&(dyn StdError + 'static)> = err.source();
+    let mut detail = err.to_string();
+    while let Some(e) = source {
+        if e.downcast_ref::<BodyTooLarge>().is_some() {
+            return ProxyError::BodyTooLarge(body_limit);
+        }
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            detail = io.to_string();
+            if io.kind() == io::ErrorKind::TimedOut {
+                return ProxyError::Timeout;
+            }
+        }
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            detail = h.to_string();
+            if h.is_parse() || h.is_parse_status() {
+                return ProxyError::Protocol(detail);
+            }
+        }
+        source = e.source();
+    }
+    if err.is_connect() {
+        ProxyError::Connect(detail)
+    } else {
+        ProxyError::Reset(detail)
+    }
+}
