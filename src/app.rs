@@ -107,6 +107,7 @@ impl Gateway {
             workers.push(handle);
         }
         control.spawn(admin::run(admin_listener, Arc::clone(&shared), stop_rx));
+        warn_inactive(&config);
         shared.ready.store(true, Ordering::Relaxed);
         for (name, addr) in &listeners {
             tracing::info!(listener = %name, %addr, "listening");
@@ -205,4 +206,32 @@ async fn wait_for_signal() -> &'static str {
 /// Resolves once `stop` is true (or its sender is gone).
 pub async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Keys that validate today but whose behaviour arrives with the release
+/// engine; say so rather than let an operator believe they are enforced.
+fn warn_inactive(config: &Config) {
+    use crate::config::Release;
+    for backend in config.backends.values() {
+        let mut inactive = Vec::new();
+        if backend.health_check.is_some() {
+            inactive.push("health_check");
+        }
+        match &backend.release {
+            Release::Canary(c) => {
+                if !c.steps.is_empty() {
+                    inactive.push("steps");
+                }
+                if c.mirror_percent > 0.0 {
+                    inactive.push("mirror_percent");
+                }
+                inactive.push("analysis");
+            }
+            Release::BlueGreen(_) => inactive.push("analysis"),
+            Release::Single { .. } => {}
+        }
+        if !inactive.is_empty() {
+            tracing::warn!(backend = %backend.name, keys = %inactive.join(", "), "accepted but not enforced yet by this build");
+        }
+    }
 }

@@ -31,7 +31,7 @@ pub struct Snapshot {
 pub struct RouteRt {
     pub name: String,
     pub backend: usize,
-    pub timeout: Option<Duration>,
+    pub timeout: Duration,
 }
 
 pub struct BackendRt {

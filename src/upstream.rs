@@ -63,17 +63,13 @@ fn client(connect_timeout: Duration) -> HttpClient {
 pub async fn forward(
     client: &HttpClient,
     req: Request<RequestBody>,
-    timeout: Option<Duration>,
+    timeout: Duration,
     body_limit: u64,
 ) -> Result<Response<Incoming>, ProxyError> {
-    let sent = client.request(req);
-    let result = match timeout {
-        Some(limit) => tokio::time::timeout(limit, sent)
-            .await
-            .map_err(|_| ProxyError::Timeout)?,
-        None => sent.await,
-    };
-    result.map_err(|e| classify(&e, body_limit))
+    match tokio::time::timeout(timeout, client.request(req)).await {
+        Ok(result) => result.map_err(|e| classify(&e, body_limit)),
+        Err(_) => Err(ProxyError::Timeout),
+    }
 }
 
 /// Maps a client error to the failure it stands for.

@@ -98,7 +98,8 @@ pub struct Route {
     /// Normalised: starts with `/`, no trailing `/` except for the root.
     pub path_prefix: String,
     pub backend: String,
-    pub timeout: Option<Duration>,
+    /// Upstream time for the whole response head (default 60 s).
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

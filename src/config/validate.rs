@@ -15,6 +15,10 @@ use super::error::Diagnostic;
 use super::file::*;
 use super::model::*;
 
+/// Upstream time for a response head when a route sets none (as NGINX's
+/// `proxy_read_timeout`).
+const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Collects diagnostics while validating.
 #[derive(Default)]
 struct Problems(Vec<Diagnostic>);
@@ -183,6 +187,7 @@ fn listeners(file: &ConfigFile, p: &mut Problems) -> Vec<Listener> {
             p.at(&l.bind, format!("two listeners bind {bind}"));
         }
         let tls = l.tls.as_ref().map(|t| {
+            p.at(t, "TLS listeners are not available in this build yet");
             if t.value.certs.value.is_empty() {
                 p.at(&t.value.certs, "tls.certs needs at least one cert/key pair");
             }
@@ -312,12 +317,7 @@ fn routes(file: &ConfigFile, p: &mut Problems) -> Vec<Route> {
             host,
             path_prefix,
             backend: route.backend.value.clone(),
-            timeout: route.timeout.as_ref().map(|t| {
-                if t.value.0.is_zero() {
-                    p.at(t, "timeout must be greater than zero");
-                }
-                t.value.0
-            }),
+            timeout: dur_or(&route.timeout, DEFAULT_ROUTE_TIMEOUT, p, "timeout"),
         });
     }
     out
@@ -403,6 +403,9 @@ fn backend(name: &str, b: &Spanned<BackendFile>, p: &mut Problems) -> Option<Bac
         }
         for ep in &v.value.endpoints.value {
             endpoint(ep, p);
+        }
+        if let Some(t) = &v.value.tls {
+            p.at(t, "TLS to upstreams is not available in this build yet");
         }
         let tls = v.value.tls.as_ref().map(|t| UpstreamTls {
             ca_file: t.value.ca_file.as_ref().map(|c| PathBuf::from(&c.value)),

@@ -116,7 +116,7 @@ mod tests {
             host,
             path_prefix: prefix.into(),
             backend: "b".into(),
-            timeout: None,
+            timeout: std::time::Duration::from_secs(60),
         }
     }
 

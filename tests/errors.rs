@@ -1,0 +1,273 @@
+//! Every error answer the gateway gives, and the limits that cause them: each
+//! is a short body carrying the request id, and none disturbs other clients.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const RAW_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn status_of(raw: &str) -> &str {
+    raw.split(' ').nth(1).unwrap_or("")
+}
+
+/// Asserts a raw answer has the status and a body naming its request id.
+fn assert_error_answer(raw: &str, status: &str) {
+    assert_eq!(status_of(raw), status, "{raw}");
+    let lower = raw.to_lowercase();
+    let id = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| panic!("no request id in {raw}"));
+    let body = lower.split("\r\n\r\n").nth(1).unwrap_or("");
+    assert!(
+        body.contains(&id),
+        "body does not carry the request id: {raw}"
+    );
+}
+
+async fn gateway_to(
+    endpoint: std::net::SocketAddr,
+    backend_extra: &str,
+    top_extra: &str,
+) -> TestGateway {
+    TestGateway::start(&single(&[endpoint], backend_extra, top_extra))
+}
+
+#[tokio::test]
+async fn no_matching_route_is_404() {
+    let backend = Backend::start("b").await;
+    let yaml = format!(
+        "{}routes:\n  - name: users\n    match: {{ host: api.example.com, path_prefix: /users }}\n    backend: app\nbackends:\n  app:\n    versions:\n      v1: {{ endpoints: [\"{}\"] }}\n",
+        head(1),
+        backend.addr()
+    );
+    let gw = TestGateway::start(&yaml);
+    let client = Client::new();
+    let ok = client
+        .get_with(&gw.url("/users/7"), &[("host", "API.example.com:8080")])
+        .await;
+    assert_eq!(ok.status, 200);
+    for (host, path) in [
+        ("api.example.com", "/usersx"),
+        ("other.com", "/users"),
+        ("api.example.com", "/"),
+    ] {
+        let resp = client.get_with(&gw.url(path), &[("host", host)]).await;
+        assert_eq!(resp.status, 404, "{host}{path}");
+        let id = resp.header("x-request-id").expect("id");
+        assert!(resp.text().contains(id));
+    }
+    assert_eq!(backend.hits(), 1);
+}
+
+#[tokio::test]
+async fn refused_reset_and_garbage_upstreams_are_502() {
+    let (reset, _r) = Backend::reset_on_connect().await;
+    let (garbage, _g) = Backend::garbage().await;
+    let client = Client::new();
+    for (what, addr) in [
+        ("refused", Backend::closed_port()),
+        ("reset", reset),
+        ("garbage", garbage),
+    ] {
+        let gw = gateway_to(addr, "", "").await;
+        let resp = client.get(&gw.url("/")).await;
+        assert_eq!(resp.status, 502, "{what}: {}", resp.text());
+        assert!(
+            resp.text()
+                .contains(resp.header("x-request-id").expect("id")),
+            "{what}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_slower_than_the_route_timeout_is_504() {
+    let (silent, _s) = Backend::silent().await;
+    let yaml = format!(
+        "{}routes:\n  - name: all\n    backend: app\n    timeout: 300ms\nbackends:\n  app:\n    versions:\n      v1: {{ endpoints: [\"{silent}\"] }}\n",
+        head(1)
+    );
+    let gw = TestGateway::start(&yaml);
+    let started = Instant::now();
+    let resp = Client::new().get(&gw.url("/")).await;
+    assert_eq!(resp.status, 504);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(resp
+        .text()
+        .contains(resp.header("x-request-id").expect("id")));
+}
+
+#[tokio::test]
+async fn a_declared_body_over_the_limit_is_413_without_reaching_the_upstream() {
+    let backend = Backend::start("b").await;
+    let gw = gateway_to(backend.addr(), "", "limits:\n  max_body_bytes: 1000\n").await;
+    let raw = raw_request(
+        gw.addr(),
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n",
+        RAW_TIMEOUT,
+    )
+    .await;
+    assert_error_answer(&raw, "413");
+    assert!(
+        raw.to_lowercase().contains("connection: close"),
+        "unread body ends the connection: {raw}"
+    );
+    assert_eq!(backend.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_chunked_body_growing_over_the_limit_is_413() {
+    let backend = Backend::start("b").await;
+    let gw = gateway_to(backend.addr(), "", "limits:\n  max_body_bytes: 1000\n").await;
+    let mut req =
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        req.extend_from_slice(b"190\r\n");
+        req.extend_from_slice(&[b'a'; 0x190]);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let raw = raw_request(gw.addr(), &req, RAW_TIMEOUT).await;
+    assert_error_answer(&raw, "413");
+}
+
+#[tokio::test]
+async fn an_oversized_request_head_is_431() {
+    let backend = Backend::start("b").await;
+    let gw = gateway_to(backend.addr(), "", "limits:\n  max_header_bytes: 4096\n").await;
+    let mut req = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+    req.extend_from_slice(format!("x-big: {}\r\n\r\n", "y".repeat(5000)).as_bytes());
+    let raw = raw_request(gw.addr(), &req, RAW_TIMEOUT).await;
+    assert_error_answer(&raw, "431");
+    // Just under the limit passes.
+    let mut ok = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n".to_vec();
+    ok.extend_from_slice(format!("x-big: {}\r\n\r\n", "y".repeat(3900)).as_bytes());
+    assert_eq!(
+        status_of(&raw_request(gw.addr(), &ok, RAW_TIMEOUT).await),
+        "200"
+    );
+    assert_eq!(backend.hits(), 1);
+}
+
+#[tokio::test]
+async fn ambiguous_framing_is_400_and_never_reaches_the_upstream() {
+    let backend = Backend::start("b").await;
+    let gw = gateway_to(backend.addr(), "", "").await;
+    let cases: [&[u8]; 3] = [
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\ncontent-length: 5\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+    ];
+    for case in cases {
+        let raw = raw_request(gw.addr(), case, RAW_TIMEOUT).await;
+        assert_error_answer(&raw, "400");
+    }
+    assert_eq!(backend.hits(), 0, "{:?}", backend.requests());
+}
+
+#[tokio::test]
+async fn a_malformed_request_line_is_400() {
+    let backend = Backend::start("b").await;
+    let gw = gateway_to(backend.addr(), "", "").await;
+    let raw = raw_request(
+        gw.addr(),
+        b"GET / HTTP/1.1\r\nbad header line\r\n\r\n",
+        RAW_TIMEOUT,
+    )
+    .await;
+    assert_eq!(status_of(&raw), "400", "{raw}");
+    assert_eq!(backend.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_slow_request_head_gets_408_while_other_clients_are_served() {
+    let backend = Backend::start("b").await;
+    let gw = gateway_to(
+        backend.addr(),
+        "",
+        "limits:\n  header_read_timeout: 500ms\n",
+    )
+    .await;
+    let mut slow = TcpStream::connect(gw.addr()).await.expect("connect");
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let started = Instant::now();
+    // Meanwhile another client is served normally.
+    let client = Client::new();
+    for _ in 0..10 {
+        assert_eq!(client.get(&gw.url("/")).await.status, 200);
+    }
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut got))
+        .await
+        .expect("slow connection is cut in time")
+        .expect("read");
+    let raw = String::from_utf8_lossy(&got).to_string();
+    assert_error_answer(&raw, "408");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(450), "cut after {waited:?}");
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
+    let backend = Backend::start("b").await;
+    let gw = gateway_to(backend.addr(), "", "limits:\n  idle_timeout: 400ms\n").await;
+    let mut conn = TcpStream::connect(gw.addr()).await.expect("connect");
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let started = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "idle connection not closed");
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+    assert!(
+        started.elapsed() >= Duration::from_millis(350),
+        "closed too early: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn connections_over_max_connections_wait_until_a_slot_frees() {
+    let backend = Backend::start("b").await;
+    let gw = gateway_to(backend.addr(), "", "limits:\n  max_connections: 2\n").await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut conn = TcpStream::connect(gw.addr()).await.expect("connect");
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 512];
+        let n = conn.read(&mut buf).await.expect("answer");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        held.push(conn);
+    }
+    // A third connection is accepted by the kernel but not served.
+    let url = gw.url("/");
+    let third = tokio::spawn(async move { Client::without_pool().get(&url).await.status });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!third.is_finished(), "served beyond max_connections");
+    drop(held.pop());
+    let status = tokio::time::timeout(Duration::from_secs(5), third)
+        .await
+        .expect("served once a slot frees");
+    assert_eq!(status.expect("task"), 200);
+}
