@@ -72,7 +72,6 @@ struct Exchange {
     version: Option<usize>,
     endpoint: Option<InFlight>,
     set_cookie: Option<HeaderValue>,
-    upstream_started: Option<Instant>,
     upstream_ms: Option<f64>,
 }
 
@@ -217,7 +216,6 @@ async fn forward(
     let upstream_req = Request::from_parts(parts, body);
 
     let started = Instant::now();
-    ex.upstream_started = Some(started);
     let client = backend.upstream.client(worker.id);
     let result =
         upstream::forward(client, upstream_req, route.timeout, limits.max_body_bytes).await;
@@ -322,7 +320,7 @@ fn prepare_request_headers(
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, value);
     }
-    if !headers.contains_key(header::HOST) {
+    if !headers.contains_key(header::HOST) && !host.is_empty() {
         headers.insert(header::HOST, host.clone());
     }
     match headers.get_mut(X_FORWARDED_FOR) {
@@ -341,7 +339,9 @@ fn prepare_request_headers(
     }
     let proto = if conn.tls { "https" } else { "http" };
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    headers.insert(X_FORWARDED_HOST, host.clone());
+    if !host.is_empty() {
+        headers.insert(X_FORWARDED_HOST, host.clone());
+    }
     if !headers.contains_key(X_REQUEST_ID) {
         headers.insert(X_REQUEST_ID, id.clone());
     }

@@ -47,3 +47,164 @@ fn syntax(e: &serde_saphyr::Error) -> Diagnostic {
         .to_string();
     Diagnostic::new(line, column, message)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "listeners:\n  - name: http\n    bind: \"127.0.0.1:8080\"\nroutes:\n  - name: all\n    backend: app\n";
+
+    fn backend(body: &str) -> String {
+        format!("{BASE}backends:\n  app:\n{body}")
+    }
+
+    /// The messages of every problem in `yaml`, with their line numbers.
+    fn problems(yaml: &str) -> Vec<(u64, String)> {
+        match parse(yaml, "t.yaml") {
+            Ok(_) => Vec::new(),
+            Err(ConfigError::Invalid { diagnostics, .. }) => diagnostics
+                .into_iter()
+                .map(|d| (d.line, d.message))
+                .collect(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn assert_problem(yaml: &str, line: u64, fragment: &str) {
+        let found = problems(yaml);
+        assert!(
+            found
+                .iter()
+                .any(|(l, m)| *l == line && m.contains(fragment)),
+            "expected line {line} containing {fragment:?}, got {found:?}"
+        );
+    }
+
+    const TWO_VERSIONS: &str = "    versions:\n      v1: { endpoints: [\"127.0.0.1:1\"] }\n      v2: { endpoints: [\"127.0.0.1:2\"] }\n";
+
+    #[test]
+    fn a_minimal_config_gets_every_default() {
+        let config = parse(
+            &backend("    versions:\n      v1: { endpoints: [\"127.0.0.1:1\"] }\n"),
+            "t",
+        )
+        .expect("valid");
+        assert_eq!(config.limits, Limits::default());
+        assert_eq!(config.shutdown, Shutdown::default());
+        assert_eq!(config.admin.bind.to_string(), "127.0.0.1:9901");
+        assert!(config.access_log);
+        assert_eq!(config.routes[0].path_prefix, "/");
+        assert_eq!(config.routes[0].timeout, std::time::Duration::from_secs(60));
+        let app = &config.backends["app"];
+        assert_eq!(
+            app.release,
+            Release::Single {
+                version: "v1".into()
+            }
+        );
+        assert_eq!(app.load_balancing, LoadBalancing::RoundRobin);
+        assert_eq!(app.outlier, Outlier::default());
+    }
+
+    #[test]
+    fn several_versions_need_a_release_block() {
+        assert_problem(&backend(TWO_VERSIONS), 10, "needs a `release:` block");
+    }
+
+    #[test]
+    fn canary_keys_under_blue_green_are_rejected() {
+        let yaml = backend(&format!(
+            "{TWO_VERSIONS}    release: {{ strategy: blue_green, active: v1, weight: 5 }}\n"
+        ));
+        assert_problem(&yaml, 12, "`weight` belongs to strategy canary");
+    }
+
+    #[test]
+    fn steps_must_increase_and_stay_within_0_to_100() {
+        let yaml = backend(&format!(
+            "{TWO_VERSIONS}    release:\n      strategy: canary\n      stable: v1\n      canary: v2\n      steps: [10, 5, 120]\n"
+        ));
+        let found = problems(&yaml);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].1.contains("steps must increase"), "{found:?}");
+        assert!(found[1].1.contains("between 0 and 100"), "{found:?}");
+    }
+
+    #[test]
+    fn sticky_needs_exactly_one_key() {
+        let yaml = backend(&format!(
+            "{TWO_VERSIONS}    release:\n      strategy: canary\n      stable: v1\n      canary: v2\n      sticky: {{ cookie: a, header: b }}\n"
+        ));
+        assert_problem(&yaml, 16, "exactly one of `cookie` or `header`");
+    }
+
+    #[test]
+    fn stable_and_canary_must_differ() {
+        let yaml = backend(&format!(
+            "{TWO_VERSIONS}    release: {{ strategy: canary, stable: v1, canary: v1 }}\n"
+        ));
+        assert_problem(&yaml, 12, "canary must differ from stable");
+    }
+
+    #[test]
+    fn duplicate_route_names_and_matches_are_rejected() {
+        let yaml = "listeners:\n  - name: http\n    bind: \"127.0.0.1:8080\"\nroutes:\n  - name: a\n    backend: app\n  - name: a\n    backend: app\nbackends:\n  app:\n    versions:\n      v1: { endpoints: [\"127.0.0.1:1\"] }\n";
+        assert_problem(yaml, 7, "duplicate route name");
+        assert_problem(yaml, 7, "same host and path_prefix");
+    }
+
+    #[test]
+    fn hosts_endpoints_and_prefixes_are_checked() {
+        let yaml = "listeners:\n  - name: http\n    bind: \"127.0.0.1:8080\"\nroutes:\n  - name: a\n    match: { host: \"api.*.com\", path_prefix: users }\n    backend: app\nbackends:\n  app:\n    versions:\n      v1: { endpoints: [\"no-port\", \"10.0.0.1:0\", \"[::1]:80\", \"svc.ns:8080\"] }\n";
+        let found = problems(yaml);
+        assert_eq!(found.len(), 4, "{found:?}");
+        assert!(found
+            .iter()
+            .any(|(l, m)| *l == 6 && m.contains("host \"api.*.com\"")));
+        assert!(found
+            .iter()
+            .any(|(l, m)| *l == 6 && m.contains("path_prefix \"users\"")));
+        assert!(found
+            .iter()
+            .any(|(l, m)| *l == 11 && m.contains("\"no-port\"")));
+        assert!(found
+            .iter()
+            .any(|(l, m)| *l == 11 && m.contains("\"10.0.0.1:0\"")));
+    }
+
+    #[test]
+    fn wildcard_and_trailing_slashes_are_normalised() {
+        let yaml = "listeners:\n  - name: http\n    bind: \"127.0.0.1:8080\"\nroutes:\n  - name: a\n    match: { host: \"*.Example.com\", path_prefix: /api/ }\n    backend: app\nbackends:\n  app:\n    versions:\n      v1: { endpoints: [\"127.0.0.1:1\"] }\n";
+        let config = parse(yaml, "t").expect("valid");
+        assert_eq!(
+            config.routes[0].host,
+            HostMatch::Wildcard(".example.com".into())
+        );
+        assert_eq!(config.routes[0].path_prefix, "/api");
+    }
+
+    #[test]
+    fn workers_accepts_auto_or_a_count() {
+        let ok = |w: &str| {
+            parse(
+                &format!(
+                    "workers: {w}\n{}",
+                    backend("    versions:\n      v1: { endpoints: [\"127.0.0.1:1\"] }\n")
+                ),
+                "t",
+            )
+        };
+        assert!(ok("auto").is_ok());
+        assert_eq!(ok("3").map(|c| c.workers).ok(), Some(3));
+        assert!(ok("0").is_err());
+        assert!(ok("many").is_err());
+    }
+
+    #[test]
+    fn missing_sections_are_reported_not_panicked_on() {
+        for text in ["", "{}", "listeners: []", "routes: 5", "- a\n- b", "\u{0}"] {
+            let result = parse(text, "t");
+            assert!(result.is_err(), "{text:?} should be invalid");
+        }
+    }
+}

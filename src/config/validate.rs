@@ -606,12 +606,11 @@ fn release(
                     let mut last = -1.0;
                     let mut steps = Vec::new();
                     for step in &s.value {
-                        let v = percent(step, p, "step");
-                        if v <= last {
+                        if step.value <= last {
                             p.at(step, "steps must increase");
                         }
-                        last = v;
-                        steps.push(v);
+                        last = step.value;
+                        steps.push(percent(step, p, "step"));
                     }
                     steps
                 }

@@ -37,13 +37,13 @@ impl RouteTable {
             }
         }
         let by_length =
-            |list: &mut Vec<(String, RouteIdx)>| list.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+            |list: &mut Vec<(String, RouteIdx)>| list.sort_by_key(|e| std::cmp::Reverse(e.0.len()));
         table.exact.values_mut().for_each(by_length);
         table
             .wildcard
             .iter_mut()
             .for_each(|(_, list)| by_length(list));
-        table.wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        table.wildcard.sort_by_key(|e| std::cmp::Reverse(e.0.len()));
         by_length(&mut table.any);
         table
     }

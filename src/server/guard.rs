@@ -127,6 +127,15 @@ impl<T> Guarded<T> {
         }
     }
 
+    /// True when the coarse tick fired (and re-arms it).
+    fn tick_fired(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.tick.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        self.tick.as_mut().reset(Instant::now() + self.granularity);
+        true
+    }
+
     fn start_reply(&mut self, status: StatusCode, detail: &str) {
         let id = new_request_id();
         let id = std::str::from_utf8(&id).unwrap_or("-");
@@ -195,7 +204,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<T> {
                         continue;
                     }
                     if completed < this.heads {
-                        return Pin::new(&mut this.inner).poll_read(cx, buf);
+                        let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+                        if read.is_pending() && this.tick_fired(cx) {
+                            // The response may end without hyper polling a
+                            // read again: look back on every tick.
+                            continue;
+                        }
+                        return read;
                     }
                     this.phase = Phase::Idle;
                     this.deadline = Some(Instant::now() + this.limits.idle_timeout);

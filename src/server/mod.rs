@@ -37,13 +37,13 @@ pub struct BoundListener {
     pub tls: bool,
 }
 
+/// The sockets of each worker, and the bound address of each listener.
+pub type Bound = (Vec<Vec<BoundListener>>, Vec<(String, SocketAddr)>);
+
 /// Binds every listener once per worker runtime. The first bind fixes the
 /// address (resolving port 0); the other workers share it by `SO_REUSEPORT`.
 /// Returns the sockets per worker and the bound address per listener.
-pub fn bind(
-    config: &Config,
-    runtimes: &[Runtime],
-) -> io::Result<(Vec<Vec<BoundListener>>, Vec<(String, SocketAddr)>)> {
+pub fn bind(config: &Config, runtimes: &[Runtime]) -> io::Result<Bound> {
     let mut per_worker: Vec<Vec<BoundListener>> = runtimes.iter().map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
     let shared = runtimes.len() > 1;

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what the tests need, then runs the whole test suite:
+#   ./scripts/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# need_apt PKG...: installs the Debian packages that are missing. Runs
+# `apt-get update` once per script run, and only as root; otherwise prints the
+# command to run and exits 1.
+apt_updated=0
+need_apt() {
+    local missing=()
+    local pkg
+    for pkg in "$@"; do
+        if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+            missing+=("$pkg")
+        fi
+    done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        return 0
+    fi
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "test.sh: missing packages: ${missing[*]}" >&2
+        echo "test.sh: install them with: sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+        exit 1
+    fi
+    if [ "$apt_updated" -eq 0 ]; then
+        apt-get update
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+}
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "test.sh: cargo not found: install Rust from https://rustup.rs" >&2
+    exit 1
+fi
+
+# --- What the tests need -------------------------------------------------------
+# The tests currently need only cargo. Later issues add their installs here,
+# for example:  need_apt prometheus chromium
+# ------------------------------------------------------------------------------
+
+exec cargo test --all-targets "$@"
