@@ -6,15 +6,19 @@
 //! binary and the integration tests hold.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use arc_swap::ArcSwap;
 use tokio::runtime::{Builder, Runtime};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
-use crate::config::Config;
+use crate::config::watch::{self as config_watch, FileWatch, Trigger};
+use crate::config::{self, Config, ConfigError};
+use crate::control::{Control, ReloadOutcome};
+use crate::events::Events;
 use crate::proxy::Worker;
 use crate::snapshot::Snapshot;
 use crate::{admin, server};
@@ -28,6 +32,34 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// Set when shutdown begins.
     pub draining: AtomicBool,
+    /// Config generation serving now (1 at start, +1 per applied reload).
+    pub generation: AtomicU64,
+    /// Applied and refused reloads, for metrics.
+    pub reloads: AtomicU64,
+    pub reload_errors: AtomicU64,
+    /// Last reload and recent events, for `/status`.
+    pub events: Events,
+    /// Where reload requests go (the admin API); unset without a config file.
+    pub triggers: OnceLock<mpsc::Sender<Trigger>>,
+}
+
+impl Shared {
+    /// Asks the control loop to reload the config file now and waits for
+    /// the outcome.
+    pub async fn request_reload(&self) -> ReloadOutcome {
+        let Some(triggers) = self.triggers.get() else {
+            return ReloadOutcome::Failed(
+                "started without a config file: nothing to reload".into(),
+            );
+        };
+        let (reply, outcome) = oneshot::channel();
+        if triggers.send(Trigger::Request(reply)).await.is_err() {
+            return ReloadOutcome::Failed("the control loop has stopped".into());
+        }
+        outcome
+            .await
+            .unwrap_or_else(|_| ReloadOutcome::Failed("the control loop has stopped".into()))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +68,10 @@ pub enum StartError {
     Runtime(std::io::Error),
     #[error("cannot bind {0}")]
     Bind(std::io::Error),
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("cannot watch the config file: {0}")]
+    Watch(String),
 }
 
 /// A running gateway.
@@ -47,16 +83,40 @@ pub struct Gateway {
     stop: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
     control: Option<Runtime>,
+    _watch: Option<FileWatch>,
 }
 
 impl Gateway {
-    /// Binds every listener and the admin address, then starts serving.
+    /// Loads `path`, starts serving it, and reloads it when it changes, on
+    /// `SIGHUP` and on request.
+    pub fn start_from_file(path: &Path) -> Result<Gateway, StartError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            file: name.clone(),
+            reason: e.to_string(),
+        })?;
+        let config = config::parse(&text, &name)?;
+        Self::launch(config, Some((path.to_path_buf(), text)))
+    }
+
+    /// Starts serving a config that has no file behind it (no reloads).
     pub fn start(config: Config) -> Result<Gateway, StartError> {
+        Self::launch(config, None)
+    }
+
+    /// Binds every listener and the admin address, then starts serving.
+    fn launch(config: Config, file: Option<(PathBuf, String)>) -> Result<Gateway, StartError> {
         let config = Arc::new(config);
+        let snapshot = Snapshot::build(Arc::clone(&config), config.workers, None);
         let shared = Arc::new(Shared {
-            snapshot: ArcSwap::from_pointee(Snapshot::build(Arc::clone(&config))),
+            snapshot: ArcSwap::from_pointee(snapshot),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            generation: AtomicU64::new(1),
+            reloads: AtomicU64::new(0),
+            reload_errors: AtomicU64::new(0),
+            events: Events::default(),
+            triggers: OnceLock::new(),
         });
         let runtimes = (0..config.workers)
             .map(|i| {
@@ -107,6 +167,21 @@ impl Gateway {
             workers.push(handle);
         }
         control.spawn(admin::run(admin_listener, Arc::clone(&shared), stop_rx));
+        let watch = match file {
+            Some((path, text)) => {
+                let (triggers, receiver) = mpsc::channel(4);
+                let control_loop =
+                    Control::new(Arc::clone(&shared), path.clone(), Some(&text), slots);
+                control.spawn(control_loop.run(receiver));
+                control.spawn(config_watch::forward_sighup(triggers.clone()));
+                control.spawn(config_watch::safety_net(triggers.clone()));
+                let watch =
+                    config_watch::watch_file(&path, triggers.clone()).map_err(StartError::Watch)?;
+                let _ = shared.triggers.set(triggers);
+                Some(watch)
+            }
+            None => None,
+        };
         warn_inactive(&config);
         shared.ready.store(true, Ordering::Relaxed);
         for (name, addr) in &listeners {
@@ -121,6 +196,7 @@ impl Gateway {
             stop,
             workers,
             control: Some(control),
+            _watch: watch,
         })
     }
 
@@ -143,6 +219,11 @@ impl Gateway {
 
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Reloads the config file now, as `POST /admin/reload` does.
+    pub async fn reload(&self) -> ReloadOutcome {
+        self.shared.request_reload().await
     }
 
     /// Blocks until SIGTERM or SIGINT, then shuts down gracefully.

@@ -5,16 +5,21 @@
 //! # Layout
 //!
 //! - [`config`]: the YAML file (`file`), its validation with positioned
-//!   errors (`validate`), and the validated model.
+//!   errors (`validate`), the validated model, and reload triggers (`watch`:
+//!   directory watch, SIGHUP, safety-net timer).
 //! - [`release`]: pure release logic — sticky buckets, the version split, the
 //!   routing table. No I/O, no clock.
 //! - [`snapshot`]: one config generation compiled for the request path:
 //!   routes, backends, versions, endpoints with their live state, clients.
 //! - [`app`]: starts workers, admin and signals; owns shutdown.
+//! - [`control`]: the only writer of the snapshot: reloads, validated whole,
+//!   swapped atomically with live state carried over.
+//! - [`events`]: last reload outcome and recent events, for `/status`.
 //! - [`server`]: listeners (one `SO_REUSEPORT` socket per worker), HTTP/1.1 +
 //!   h2c serving, and the connection [`server::guard`] (timeouts, head limits,
 //!   framing checks).
 //! - [`proxy`]: the request path, from route to response.
+//! - [`stats`]: per-version sliding windows (requests, errors, latency).
 //! - [`upstream`]: pooled HTTP/1.1 clients and upstream error mapping.
 //! - [`body`]: streaming request and response bodies.
 //! - [`error`]: `ProxyError` and its one status mapping.
@@ -28,12 +33,15 @@ pub mod admin;
 pub mod app;
 pub mod body;
 pub mod config;
+pub mod control;
 pub mod error;
+pub mod events;
 pub mod proxy;
 pub mod release;
 pub mod request_id;
 pub mod server;
 pub mod snapshot;
+pub mod stats;
 pub mod upstream;
 
 pub use app::Gateway;

@@ -69,22 +69,15 @@ fn check(path: &Path) -> ExitCode {
 }
 
 fn run(path: &Path) -> ExitCode {
-    let config = match config::load(path) {
-        Ok(config) => config,
-        Err(e) => {
-            for line in e.to_string().lines() {
-                tracing::error!("{line}");
-            }
-            return ExitCode::FAILURE;
-        }
-    };
-    match Gateway::start(config) {
+    match Gateway::start_from_file(path) {
         Ok(gateway) => {
             gateway.run_until_signal();
             ExitCode::SUCCESS
         }
         Err(e) => {
-            tracing::error!("{e}");
+            for line in e.to_string().lines() {
+                tracing::error!("{line}");
+            }
             ExitCode::FAILURE
         }
     }

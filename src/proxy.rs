@@ -155,7 +155,17 @@ async fn forward(
     mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let limits = snapshot.config.limits;
-    let host = request_host(&req).ok_or(ProxyError::BadRequest("missing Host"))?;
+    if req.method() == Method::CONNECT {
+        return Err(ProxyError::BadRequest("CONNECT is not supported"));
+    }
+    let host = match request_host(&req) {
+        Some(host) => host,
+        // HTTP/1.1 requires Host (RFC 9112 §3.2); HTTP/1.0 may omit it.
+        None if req.version() == Version::HTTP_11 => {
+            return Err(ProxyError::BadRequest("missing Host header"))
+        }
+        None => HeaderValue::from_static(""),
+    };
     let route_idx = snapshot
         .table
         .find(host.to_str().unwrap_or(""), req.uri().path())
@@ -200,14 +210,10 @@ async fn forward(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let mut uri = Uri::builder()
+    parts.uri = Uri::builder()
         .scheme(Scheme::HTTP)
         .authority(authority)
-        .path_and_query(path);
-    if parts.method == Method::CONNECT {
-        uri = Uri::builder().authority(endpoint.authority.clone());
-    }
-    parts.uri = uri
+        .path_and_query(path)
         .build()
         .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
     prepare_request_headers(&mut parts.headers, conn, &host, request_id, upgrade);
@@ -216,7 +222,7 @@ async fn forward(
     let upstream_req = Request::from_parts(parts, body);
 
     let started = Instant::now();
-    let client = backend.upstream.client(worker.id);
+    let client = endpoint.upstream.client(worker.id);
     let result =
         upstream::forward(client, upstream_req, route.timeout, limits.max_body_bytes).await;
     ex.upstream_ms = Some(started.elapsed().as_secs_f64() * 1e3);

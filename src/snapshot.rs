@@ -41,7 +41,6 @@ pub struct BackendRt {
     pub override_header: Option<HeaderName>,
     pub sticky: Option<Sticky>,
     pub load_balancing: LoadBalancing,
-    pub upstream: Upstream,
 }
 
 pub struct VersionRt {
@@ -52,11 +51,14 @@ pub struct VersionRt {
     next: AtomicUsize,
 }
 
-/// One upstream address and its live state.
-#[derive(Debug)]
+/// One upstream address, its pooled clients and its live state. Shared by
+/// every snapshot that lists it unchanged, so a reload keeps its connections,
+/// health and counters; dropped (closing its pool) once no snapshot and no
+/// request in flight holds it any more.
 pub struct Endpoint {
     pub address: String,
     pub authority: Authority,
+    pub upstream: Upstream,
     /// Written by the health probes; read by every request.
     pub healthy: AtomicBool,
     /// Milliseconds since [`clock_origin`] until which outlier ejection keeps
@@ -67,10 +69,11 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(address: &str) -> Option<Self> {
+    pub fn new(address: &str, workers: usize, connect_timeout: Duration) -> Option<Self> {
         Some(Endpoint {
             address: address.to_string(),
             authority: address.parse().ok()?,
+            upstream: Upstream::new(workers, connect_timeout),
             healthy: AtomicBool::new(true),
             ejected_until: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
@@ -163,20 +166,25 @@ impl BackendRt {
         self.versions.iter().position(|v| v.name.as_bytes() == name)
     }
 
-    fn build(backend: &config::Backend, workers: usize) -> Self {
+    fn build(backend: &config::Backend, workers: usize, previous: Option<&BackendRt>) -> Self {
         let versions: Vec<VersionRt> = backend
             .versions
             .iter()
-            .map(|(name, v)| VersionRt {
-                name: name.clone(),
-                header: HeaderValue::from_str(name).unwrap_or(HeaderValue::from_static("invalid")),
-                endpoints: v
-                    .endpoints
-                    .iter()
-                    .filter_map(|e| Endpoint::new(e))
-                    .map(Arc::new)
-                    .collect(),
-                next: AtomicUsize::new(0),
+            .map(|(name, v)| {
+                let before = previous.and_then(|p| p.versions.iter().find(|pv| &pv.name == name));
+                VersionRt {
+                    name: name.clone(),
+                    header: HeaderValue::from_str(name)
+                        .unwrap_or(HeaderValue::from_static("invalid")),
+                    endpoints: v
+                        .endpoints
+                        .iter()
+                        .filter_map(|address| {
+                            endpoint(address, workers, backend.connect_timeout, before)
+                        })
+                        .collect(),
+                    next: AtomicUsize::new(0),
+                }
             })
             .collect();
         let idx = |name: &str| versions.iter().position(|v| v.name == name).unwrap_or(0);
@@ -207,20 +215,43 @@ impl BackendRt {
             override_header,
             sticky,
             load_balancing: backend.load_balancing,
-            upstream: Upstream::new(workers, backend.connect_timeout),
         }
     }
 }
 
+/// The endpoint for `address`: the previous generation's if it is the same
+/// upstream (address and connect timeout), else a new one, healthy until
+/// probed.
+fn endpoint(
+    address: &str,
+    workers: usize,
+    connect_timeout: Duration,
+    before: Option<&VersionRt>,
+) -> Option<Arc<Endpoint>> {
+    let kept = before
+        .and_then(|v| v.endpoints.iter().find(|e| e.address == address))
+        .filter(|e| {
+            e.upstream.connect_timeout == connect_timeout && e.upstream.workers() == workers
+        });
+    match kept {
+        Some(e) => Some(Arc::clone(e)),
+        None => Endpoint::new(address, workers, connect_timeout).map(Arc::new),
+    }
+}
+
 impl Snapshot {
-    /// Compiles a validated config. Cannot fail: validation already checked
-    /// every reference and address.
-    pub fn build(config: Arc<Config>) -> Self {
+    /// Compiles a validated config for `workers` worker threads, carrying over
+    /// the live state of every unchanged endpoint from `previous`. Cannot
+    /// fail: validation already checked every reference and address.
+    pub fn build(config: Arc<Config>, workers: usize, previous: Option<&Snapshot>) -> Self {
         let names: Vec<&String> = config.backends.keys().collect();
         let backends = config
             .backends
             .values()
-            .map(|b| Arc::new(BackendRt::build(b, config.workers)))
+            .map(|b| {
+                let before = previous.and_then(|p| p.backends.iter().find(|pb| pb.name == b.name));
+                Arc::new(BackendRt::build(b, workers, before.map(|b| &**b)))
+            })
             .collect();
         let routes = config
             .routes
@@ -237,5 +268,9 @@ impl Snapshot {
             backends,
             config,
         }
+    }
+
+    pub fn backend(&self, name: &str) -> Option<&Arc<BackendRt>> {
+        self.backends.iter().find(|b| b.name == name)
     }
 }

@@ -1,4 +1,4 @@
-//! Upstream HTTP/1.1 clients: one pooled keep-alive client per backend and
+//! Upstream HTTP/1.1 clients: one pooled keep-alive client per endpoint and
 //! worker thread, so a worker's upstream connections live on its own runtime.
 //!
 //! [`forward`] sends one request and turns every failure into the
@@ -38,6 +38,10 @@ impl Upstream {
             clients,
             connect_timeout,
         }
+    }
+
+    pub fn workers(&self) -> usize {
+        self.clients.len()
     }
 
     /// The client of worker `worker` (the first one for other threads).

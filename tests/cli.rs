@@ -3,16 +3,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
+use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
 fn check(path: &Path) -> (bool, String, String) {
     let out = Command::new(BIN)
@@ -100,93 +96,11 @@ fn a_missing_config_file_is_reported() {
     );
 }
 
-/// A gateway process whose stderr lines arrive on a channel.
-struct Process {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl Process {
-    fn start(yaml: &str) -> Process {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("switchyard.yaml");
-        std::fs::write(&path, yaml).expect("write config");
-        let mut child = Command::new(BIN)
-            .args(["--log-format", "json", "run", "-c"])
-            .arg(&path)
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn switchyard");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Process {
-            child,
-            lines,
-            _dir: dir,
-        }
-    }
-
-    /// The next JSON log line for which `pick` returns something.
-    fn wait_for<T>(&self, mut pick: impl FnMut(&serde_json::Value) -> Option<T>) -> T {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .expect("expected log line in time");
-            let value: serde_json::Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
-            if let Some(found) = pick(&value) {
-                return found;
-            }
-        }
-    }
-
-    fn addr_of(&self, message: &str) -> SocketAddr {
-        self.wait_for(|v| {
-            (v["message"] == message)
-                .then(|| {
-                    v["addr"]
-                        .as_str()
-                        .or(v["admin"].as_str())
-                        .and_then(|a| a.parse().ok())
-                })
-                .flatten()
-        })
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args(["-s", signal, &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn access_log_lines_are_json_with_the_spec_fields_and_sigterm_exits_0() {
     let backend = Backend::start("b").await;
     let yaml = single(&[backend.addr()], "", "").replace("access_log: false", "access_log: true");
-    let mut process = Process::start(&yaml);
+    let process = Process::start(&yaml);
     let addr = process.addr_of("listening");
     let admin = process.addr_of("admin listening");
     let client = Client::new();
@@ -234,21 +148,7 @@ async fn access_log_lines_are_json_with_the_spec_fields_and_sigterm_exits_0() {
     assert_eq!(line["bytes_out"], 1, "body \"b\"");
 
     process.signal("TERM");
-    let status = tokio::task::spawn_blocking(move || {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = process.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    })
-    .await
-    .expect("join");
+    let status = process.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0));
 }
 

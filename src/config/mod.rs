@@ -5,6 +5,7 @@ mod error;
 mod file;
 mod model;
 mod validate;
+pub mod watch;
 
 use std::path::Path;
 

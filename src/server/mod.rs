@@ -89,7 +89,6 @@ fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
 struct Serving {
     worker: Arc<Worker>,
     builder: auto::Builder<TokioExecutor>,
-    guard: GuardLimits,
     slots: Arc<Semaphore>,
     graceful: GracefulShutdown,
 }
@@ -107,11 +106,6 @@ pub async fn serve(
     let serving = Arc::new(Serving {
         worker,
         builder: builder(&limits),
-        guard: GuardLimits {
-            header_read_timeout: limits.header_read_timeout,
-            idle_timeout: limits.idle_timeout,
-            max_header_bytes: limits.max_header_bytes,
-        },
         slots,
         graceful: GracefulShutdown::new(),
     });
@@ -189,7 +183,15 @@ async fn accept_loop(serving: Arc<Serving>, bound: BoundListener, mut stop: watc
         let _ = stream.set_nodelay(true);
         let state = Arc::new(ConnState::default());
         let conn = Arc::new(Conn::new(peer, bound.tls, Arc::clone(&state)));
-        let io = TokioIo::new(Guarded::new(stream, state, serving.guard, false));
+        // Limits are read per connection, so a reload applies them to new
+        // connections.
+        let limits = serving.worker.shared.snapshot.load().config.limits;
+        let guard = GuardLimits {
+            header_read_timeout: limits.header_read_timeout,
+            idle_timeout: limits.idle_timeout,
+            max_header_bytes: limits.max_header_bytes,
+        };
+        let io = TokioIo::new(Guarded::new(stream, state, guard, false));
         let worker = Arc::clone(&serving.worker);
         let service = service_fn(move |req| {
             let worker = Arc::clone(&worker);

@@ -27,6 +27,7 @@
 mod backend;
 mod client;
 mod gateway;
+mod process;
 mod raw;
 mod ws;
 
@@ -38,6 +39,8 @@ pub use backend::{Backend, Mode, Recorded, SERVED_BY};
 pub use client::{body_channel, BoxError, ChannelBody, Client, Resp};
 #[allow(unused_imports)]
 pub use gateway::{canary, head, single, TestGateway};
+#[allow(unused_imports)]
+pub use process::{Process, BIN};
 #[allow(unused_imports)]
 pub use raw::{RawServer, GARBAGE};
 #[allow(unused_imports)]

@@ -1,0 +1,267 @@
+//! The control loop: the only writer of the routing snapshot.
+//!
+//! Reload triggers (file watch, `SIGHUP`, explicit requests) arrive on one
+//! channel. For each, the file is read and hashed; a file event whose content
+//! did not change is skipped. The new text is parsed and validated whole: if
+//! anything is wrong the old snapshot keeps serving and the error is logged,
+//! counted and kept for `/status`. Otherwise a new snapshot is compiled,
+//! carrying over every unchanged endpoint (pools, health, counters), and
+//! swapped in atomically: requests in flight finish on the snapshot they
+//! loaded.
+
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::app::Shared;
+use crate::config::watch::Trigger;
+use crate::config::{self, Config, Release};
+use crate::events::{EventKind, ReloadRecord};
+use crate::snapshot::Snapshot;
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// A new config generation is serving.
+    Applied { generation: u64 },
+    /// The file's content did not change; nothing was done.
+    Unchanged,
+    /// The new config was refused; the old one keeps serving.
+    Failed(String),
+}
+
+/// What cannot change without a restart, as the process was started.
+struct Fixed {
+    workers: usize,
+    listeners: Vec<config::Listener>,
+    admin: std::net::SocketAddr,
+}
+
+pub struct Control {
+    shared: Arc<Shared>,
+    path: PathBuf,
+    last_hash: Option<u64>,
+    slots: Arc<Semaphore>,
+    max_connections: usize,
+    fixed: Fixed,
+}
+
+impl Control {
+    /// `text` is the content the running config was loaded from.
+    pub fn new(
+        shared: Arc<Shared>,
+        path: PathBuf,
+        text: Option<&str>,
+        slots: Arc<Semaphore>,
+    ) -> Self {
+        let snapshot = shared.snapshot.load_full();
+        let config = &snapshot.config;
+        Control {
+            path,
+            last_hash: text.map(content_hash),
+            slots,
+            max_connections: config.limits.max_connections,
+            fixed: Fixed {
+                workers: config.workers,
+                listeners: config.listeners.clone(),
+                admin: config.admin.bind,
+            },
+            shared,
+        }
+    }
+
+    /// Serves reload triggers until the channel closes.
+    pub async fn run(mut self, mut triggers: mpsc::Receiver<Trigger>) {
+        while let Some(trigger) = triggers.recv().await {
+            match trigger {
+                Trigger::FileChanged => {
+                    self.reload(false);
+                }
+                Trigger::Signal => {
+                    self.reload(true);
+                }
+                Trigger::Request(reply) => {
+                    let _ = reply.send(self.reload(true));
+                }
+            }
+        }
+    }
+
+    /// Reads the file and applies it. `force` reloads even when the content
+    /// is unchanged (SIGHUP and the admin API re-read certificates too).
+    pub fn reload(&mut self, force: bool) -> ReloadOutcome {
+        let name = self.path.display().to_string();
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) => {
+                // Mid-swap (ConfigMap, rename-save) the file can vanish for a
+                // moment; the next event or the safety net retries.
+                if !force && e.kind() == std::io::ErrorKind::NotFound {
+                    return ReloadOutcome::Unchanged;
+                }
+                return self.refuse(format!("{name}: cannot read: {e}"));
+            }
+        };
+        let hash = content_hash(&text);
+        if !force && self.last_hash == Some(hash) {
+            return ReloadOutcome::Unchanged;
+        }
+        // Remembered even when invalid, so one bad save is reported once.
+        self.last_hash = Some(hash);
+        match config::parse(&text, &name) {
+            Ok(config) => self.apply(config),
+            Err(e) => self.refuse(e.to_string()),
+        }
+    }
+
+    fn refuse(&mut self, error: String) -> ReloadOutcome {
+        for line in error.lines() {
+            tracing::error!("config reload refused: {line}");
+        }
+        let first = error.lines().next().unwrap_or_default().to_string();
+        self.shared.reload_errors.fetch_add(1, Ordering::Relaxed);
+        self.shared.events.set_last_reload(ReloadRecord {
+            success: false,
+            at: SystemTime::now(),
+            error: Some(first.clone()),
+        });
+        self.shared.events.push(EventKind::ReloadError, None, first);
+        ReloadOutcome::Failed(error)
+    }
+
+    fn apply(&mut self, config: Config) -> ReloadOutcome {
+        self.warn_fixed(&config);
+        self.resize_slots(config.limits.max_connections);
+        let previous = self.shared.snapshot.load_full();
+        let changes = describe_changes(&previous.config, &config);
+        let next = Snapshot::build(Arc::new(config), self.fixed.workers, Some(&previous));
+        self.shared.snapshot.store(Arc::new(next));
+        let generation = self.shared.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        self.shared.reloads.fetch_add(1, Ordering::Relaxed);
+        let summary = if changes.is_empty() {
+            "no changes".to_string()
+        } else {
+            changes.join("; ")
+        };
+        tracing::info!(generation, changes = %summary, "config reloaded");
+        self.shared.events.set_last_reload(ReloadRecord {
+            success: true,
+            at: SystemTime::now(),
+            error: None,
+        });
+        self.shared.events.push(
+            EventKind::Reload,
+            None,
+            format!("generation {generation}: {summary}"),
+        );
+        ReloadOutcome::Applied { generation }
+    }
+
+    /// Logs the edits that only a restart applies.
+    fn warn_fixed(&self, config: &Config) {
+        if config.workers != self.fixed.workers {
+            tracing::warn!(
+                running = self.fixed.workers,
+                configured = config.workers,
+                "workers changed: restart to apply"
+            );
+        }
+        if config.admin.bind != self.fixed.admin {
+            tracing::warn!(running = %self.fixed.admin, configured = %config.admin.bind, "admin.bind changed: restart to apply");
+        }
+        let same =
+            |a: &config::Listener, b: &config::Listener| a.name == b.name && a.bind == b.bind;
+        let differs = config.listeners.len() != self.fixed.listeners.len()
+            || config
+                .listeners
+                .iter()
+                .zip(&self.fixed.listeners)
+                .any(|(a, b)| !same(a, b));
+        if differs {
+            tracing::warn!("listeners changed (name or bind): restart to apply; the running listeners keep serving");
+        }
+    }
+
+    /// Applies a new `max_connections` to the running connection slots.
+    fn resize_slots(&mut self, wanted: usize) {
+        if wanted > self.max_connections {
+            self.slots.add_permits(wanted - self.max_connections);
+        } else if wanted < self.max_connections {
+            // Only free slots can be withdrawn now; busy ones return as usual.
+            let withdrawn = self.slots.forget_permits(self.max_connections - wanted);
+            if withdrawn < self.max_connections - wanted {
+                tracing::info!(
+                    wanted,
+                    "max_connections lowered: takes full effect as connections close"
+                );
+            }
+        }
+        self.max_connections = wanted;
+    }
+}
+
+fn content_hash(text: &str) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// A short human list of what changed between two configs.
+fn describe_changes(old: &Config, new: &Config) -> Vec<String> {
+    let mut changes = Vec::new();
+    for name in new
+        .backends
+        .keys()
+        .filter(|n| !old.backends.contains_key(*n))
+    {
+        changes.push(format!("backend {name} added"));
+    }
+    for name in old
+        .backends
+        .keys()
+        .filter(|n| !new.backends.contains_key(*n))
+    {
+        changes.push(format!("backend {name} removed"));
+    }
+    for (name, b) in &new.backends {
+        let Some(before) = old.backends.get(name) else {
+            continue;
+        };
+        if b == before {
+            continue;
+        }
+        match (&before.release, &b.release) {
+            (Release::Canary(x), Release::Canary(y)) if x.weight != y.weight => {
+                changes.push(format!(
+                    "backend {name}: canary weight {} -> {}",
+                    x.weight, y.weight
+                ));
+            }
+            (Release::BlueGreen(x), Release::BlueGreen(y)) if x.active != y.active => {
+                changes.push(format!(
+                    "backend {name}: active {} -> {}",
+                    x.active, y.active
+                ));
+            }
+            _ => changes.push(format!("backend {name} changed")),
+        }
+    }
+    if old.routes != new.routes {
+        changes.push(format!(
+            "routes: {} -> {}",
+            old.routes.len(),
+            new.routes.len()
+        ));
+    }
+    if old.limits != new.limits {
+        changes.push("limits changed".to_string());
+    }
+    if old.access_log != new.access_log {
+        changes.push(format!("access_log {}", new.access_log));
+    }
+    changes
+}

@@ -1,0 +1,116 @@
+//! What the control plane remembers for `/status` and the dashboard: the
+//! outcome of the last reload and a bounded list of recent events.
+//!
+//! Written by the control thread (reloads, and later release decisions and
+//! probes); read by the admin API. Never touched by the request path, so a
+//! plain mutex is the right tool.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+/// How many recent events are kept.
+const MAX_EVENTS: usize = 200;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Step,
+    Promote,
+    Rollback,
+    Pause,
+    Resume,
+    Retry,
+    Reload,
+    ReloadError,
+    Ejection,
+    Health,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Step => "step",
+            EventKind::Promote => "promote",
+            EventKind::Rollback => "rollback",
+            EventKind::Pause => "pause",
+            EventKind::Resume => "resume",
+            EventKind::Retry => "retry",
+            EventKind::Reload => "reload",
+            EventKind::ReloadError => "reload_error",
+            EventKind::Ejection => "ejection",
+            EventKind::Health => "health",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub at: SystemTime,
+    pub backend: Option<String>,
+    pub kind: EventKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReloadRecord {
+    pub success: bool,
+    pub at: SystemTime,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    last_reload: Option<ReloadRecord>,
+    events: VecDeque<Event>,
+}
+
+#[derive(Debug, Default)]
+pub struct Events {
+    inner: Mutex<Inner>,
+}
+
+impl Events {
+    pub fn push(&self, kind: EventKind, backend: Option<&str>, message: impl Into<String>) {
+        let event = Event {
+            at: SystemTime::now(),
+            backend: backend.map(str::to_string),
+            kind,
+            message: message.into(),
+        };
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if inner.events.len() == MAX_EVENTS {
+            inner.events.pop_front();
+        }
+        inner.events.push_back(event);
+    }
+
+    pub fn set_last_reload(&self, record: ReloadRecord) {
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        inner.last_reload = Some(record);
+    }
+
+    pub fn last_reload(&self) -> Option<ReloadRecord> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .last_reload
+            .clone()
+    }
+
+    /// Recent events, oldest first.
+    pub fn recent(&self) -> Vec<Event> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .events
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
