@@ -24,6 +24,8 @@ pub struct AccessRecord {
     version: String,
     endpoint: String,
     upstream_ms: Option<f64>,
+    /// The canary failed and stable answered (retry_on_stable).
+    pub retried: bool,
 }
 
 impl AccessRecord {
@@ -51,6 +53,7 @@ impl AccessRecord {
             version: String::new(),
             endpoint: String::new(),
             upstream_ms: None,
+            retried: false,
         }
     }
 
@@ -95,6 +98,7 @@ impl OnFinish for AccessRecord {
             upstream_ms = self.upstream_ms.map(|ms| (ms * 1000.0).round() / 1000.0),
             bytes_out,
             complete,
+            retried = self.retried,
             "access"
         );
     }

@@ -18,8 +18,10 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use crate::config::watch::{self as config_watch, FileWatch, Trigger};
 use crate::config::{self, Config, ConfigError};
 use crate::control::{Control, ReloadOutcome};
+use crate::engine::{ActError, ReleaseState};
 use crate::events::Events;
 use crate::proxy::Worker;
+use crate::release::progress::Action;
 use crate::snapshot::Snapshot;
 use crate::{admin, server};
 
@@ -59,6 +61,32 @@ impl Shared {
         outcome
             .await
             .unwrap_or_else(|_| ReloadOutcome::Failed("the control loop has stopped".into()))
+    }
+
+    /// Asks the control loop to carry out an operator action.
+    pub async fn act(&self, backend: &str, action: Action) -> Result<String, ActError> {
+        let stopped = || ActError::Conflict("the control loop has stopped".into());
+        let triggers = self.triggers.get().ok_or_else(stopped)?;
+        let (reply, outcome) = oneshot::channel();
+        let trigger = Trigger::Action {
+            backend: backend.to_string(),
+            action,
+            reply,
+        };
+        triggers.send(trigger).await.map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
+
+    /// Every backend's release state, from the control loop.
+    pub async fn releases(&self) -> Vec<(String, ReleaseState)> {
+        let Some(triggers) = self.triggers.get() else {
+            return Vec::new();
+        };
+        let (reply, states) = oneshot::channel();
+        if triggers.send(Trigger::Inspect(reply)).await.is_err() {
+            return Vec::new();
+        }
+        states.await.unwrap_or_default()
     }
 }
 
@@ -148,8 +176,20 @@ impl Gateway {
         };
         let admin = admin_listener.local_addr().map_err(StartError::Bind)?;
 
-        let (stop, stop_rx) = watch::channel(false);
+        // The release engine restores its state and sets the live weights
+        // before the first request is served.
         let slots = Arc::new(Semaphore::new(config.limits.max_connections));
+        let (path, text) = file.map_or((None, None), |(p, t)| (Some(p), Some(t)));
+        let control_loop = Control::new(
+            Arc::clone(&shared),
+            path.clone(),
+            text.as_deref(),
+            Arc::clone(&slots),
+        );
+        let (triggers, receiver) = mpsc::channel(16);
+        let _ = shared.triggers.set(triggers.clone());
+
+        let (stop, stop_rx) = watch::channel(false);
         let mut workers = Vec::new();
         for (id, (rt, bound)) in runtimes.into_iter().zip(per_worker).enumerate() {
             let worker = Arc::new(Worker {
@@ -167,22 +207,15 @@ impl Gateway {
             workers.push(handle);
         }
         control.spawn(admin::run(admin_listener, Arc::clone(&shared), stop_rx));
-        let watch = match file {
-            Some((path, text)) => {
-                let (triggers, receiver) = mpsc::channel(4);
-                let control_loop =
-                    Control::new(Arc::clone(&shared), path.clone(), Some(&text), slots);
-                control.spawn(control_loop.run(receiver));
+        control.spawn(control_loop.run(receiver));
+        let watch = match path {
+            Some(path) => {
                 control.spawn(config_watch::forward_sighup(triggers.clone()));
                 control.spawn(config_watch::safety_net(triggers.clone()));
-                let watch =
-                    config_watch::watch_file(&path, triggers.clone()).map_err(StartError::Watch)?;
-                let _ = shared.triggers.set(triggers);
-                Some(watch)
+                Some(config_watch::watch_file(&path, triggers).map_err(StartError::Watch)?)
             }
             None => None,
         };
-        warn_inactive(&config);
         shared.ready.store(true, Ordering::Relaxed);
         for (name, addr) in &listeners {
             tracing::info!(listener = %name, %addr, "listening");
@@ -224,6 +257,17 @@ impl Gateway {
     /// Reloads the config file now, as `POST /admin/reload` does.
     pub async fn reload(&self) -> ReloadOutcome {
         self.shared.request_reload().await
+    }
+
+    /// An operator action on a backend's release (promote, abort, pause,
+    /// resume, retry), as the admin API's POSTs do.
+    pub async fn act(&self, backend: &str, action: Action) -> Result<String, ActError> {
+        self.shared.act(backend, action).await
+    }
+
+    /// Every backend's release state now.
+    pub async fn releases(&self) -> Vec<(String, ReleaseState)> {
+        self.shared.releases().await
     }
 
     /// Blocks until SIGTERM or SIGINT, then shuts down gracefully.
@@ -287,32 +331,4 @@ async fn wait_for_signal() -> &'static str {
 /// Resolves once `stop` is true (or its sender is gone).
 pub async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
-}
-
-/// Keys that validate today but whose behaviour arrives with the release
-/// engine; say so rather than let an operator believe they are enforced.
-fn warn_inactive(config: &Config) {
-    use crate::config::Release;
-    for backend in config.backends.values() {
-        let mut inactive = Vec::new();
-        if backend.health_check.is_some() {
-            inactive.push("health_check");
-        }
-        match &backend.release {
-            Release::Canary(c) => {
-                if !c.steps.is_empty() {
-                    inactive.push("steps");
-                }
-                if c.mirror_percent > 0.0 {
-                    inactive.push("mirror_percent");
-                }
-                inactive.push("analysis");
-            }
-            Release::BlueGreen(_) => inactive.push("analysis"),
-            Release::Single { .. } => {}
-        }
-        if !inactive.is_empty() {
-            tracing::warn!(backend = %backend.name, keys = %inactive.join(", "), "accepted but not enforced yet by this build");
-        }
-    }
 }

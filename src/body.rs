@@ -16,8 +16,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::endpoint::InFlight;
 use crate::server::guard::ConnState;
-use crate::snapshot::InFlight;
 
 /// The error a [`RequestBody`] yields when the client sends too much.
 #[derive(Debug, thiserror::Error)]

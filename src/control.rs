@@ -20,8 +20,13 @@ use tokio::sync::{mpsc, Semaphore};
 use crate::app::Shared;
 use crate::config::watch::Trigger;
 use crate::config::{self, Config, Release};
+use crate::engine::Engine;
 use crate::events::{EventKind, ReloadRecord};
+use crate::health::Probes;
 use crate::snapshot::Snapshot;
+
+/// How often the release engine looks whether an analysis is due.
+const ENGINE_TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +48,10 @@ struct Fixed {
 
 pub struct Control {
     shared: Arc<Shared>,
-    path: PathBuf,
+    /// The config file; `None` when started from a config value (no reloads).
+    path: Option<PathBuf>,
+    engine: Engine,
+    probes: Probes,
     last_hash: Option<u64>,
     slots: Arc<Semaphore>,
     max_connections: usize,
@@ -52,16 +60,23 @@ pub struct Control {
 
 impl Control {
     /// `text` is the content the running config was loaded from.
+    /// Sets up the control of a snapshot that is not serving yet: the
+    /// release engine restores its state and sets the snapshot's live
+    /// weights before the first request.
     pub fn new(
         shared: Arc<Shared>,
-        path: PathBuf,
+        path: Option<PathBuf>,
         text: Option<&str>,
         slots: Arc<Semaphore>,
     ) -> Self {
         let snapshot = shared.snapshot.load_full();
         let config = &snapshot.config;
+        let mut engine = Engine::new(config.state_file.clone());
+        engine.reconcile(&snapshot, &shared.events);
         Control {
             path,
+            engine,
+            probes: Probes::default(),
             last_hash: text.map(content_hash),
             slots,
             max_connections: config.limits.max_connections,
@@ -74,18 +89,42 @@ impl Control {
         }
     }
 
-    /// Serves reload triggers until the channel closes.
+    /// Serves triggers and runs the release engine until the channel closes.
     pub async fn run(mut self, mut triggers: mpsc::Receiver<Trigger>) {
-        while let Some(trigger) = triggers.recv().await {
-            match trigger {
-                Trigger::FileChanged => {
-                    self.reload(false);
-                }
-                Trigger::Signal => {
-                    self.reload(true);
-                }
-                Trigger::Request(reply) => {
-                    let _ = reply.send(self.reload(true));
+        self.probes
+            .reconcile(&self.shared.snapshot.load_full(), &self.shared);
+        let mut tick = tokio::time::interval(ENGINE_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                trigger = triggers.recv() => match trigger {
+                    None => return,
+                    Some(Trigger::FileChanged) => {
+                        self.reload(false);
+                    }
+                    Some(Trigger::Signal) => {
+                        self.reload(true);
+                    }
+                    Some(Trigger::Request(reply)) => {
+                        let _ = reply.send(self.reload(true));
+                    }
+                    Some(Trigger::Action { backend, action, reply }) => {
+                        let snapshot = self.shared.snapshot.load_full();
+                        let _ = reply.send(self.engine.act(&snapshot, &backend, action, &self.shared.events));
+                    }
+                    Some(Trigger::Inspect(reply)) => {
+                        let snapshot = self.shared.snapshot.load_full();
+                        let states = snapshot
+                            .backends
+                            .iter()
+                            .filter_map(|b| self.engine.state(&b.name).map(|s| (b.name.clone(), s.clone())))
+                            .collect();
+                        let _ = reply.send(states);
+                    }
+                },
+                _ = tick.tick() => {
+                    let snapshot = self.shared.snapshot.load_full();
+                    self.engine.tick(&snapshot, &self.shared.events);
                 }
             }
         }
@@ -94,8 +133,13 @@ impl Control {
     /// Reads the file and applies it. `force` reloads even when the content
     /// is unchanged (SIGHUP and the admin API re-read certificates too).
     pub fn reload(&mut self, force: bool) -> ReloadOutcome {
-        let name = self.path.display().to_string();
-        let text = match std::fs::read_to_string(&self.path) {
+        let Some(path) = self.path.clone() else {
+            return ReloadOutcome::Failed(
+                "started without a config file: nothing to reload".into(),
+            );
+        };
+        let name = path.display().to_string();
+        let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) => {
                 // Mid-swap (ConfigMap, rename-save) the file can vanish for a
@@ -138,8 +182,15 @@ impl Control {
         self.resize_slots(config.limits.max_connections);
         let previous = self.shared.snapshot.load_full();
         let changes = describe_changes(&previous.config, &config);
-        let next = Snapshot::build(Arc::new(config), self.fixed.workers, Some(&previous));
-        self.shared.snapshot.store(Arc::new(next));
+        let next = Arc::new(Snapshot::build(
+            Arc::new(config),
+            self.fixed.workers,
+            Some(&previous),
+        ));
+        // Live weights are set before the snapshot serves its first request.
+        self.engine.reconcile(&next, &self.shared.events);
+        self.shared.snapshot.store(Arc::clone(&next));
+        self.probes.reconcile(&next, &self.shared);
         let generation = self.shared.generation.fetch_add(1, Ordering::Relaxed) + 1;
         self.shared.reloads.fetch_add(1, Ordering::Relaxed);
         let summary = if changes.is_empty() {

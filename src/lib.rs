@@ -15,11 +15,15 @@
 //! - [`control`]: the only writer of the snapshot: reloads, validated whole,
 //!   swapped atomically with live state carried over.
 //! - [`events`]: last reload outcome and recent events, for `/status`.
+//! - [`engine`]: each backend's release state driven by the analysis:
+//!   steps, rollbacks, operator actions, the state file.
+//! - [`health`]: active probe loops, one per endpoint, following reloads.
 //! - [`server`]: listeners (one `SO_REUSEPORT` socket per worker), HTTP/1.1 +
 //!   h2c serving, and the connection [`server::guard`] (timeouts, head limits,
 //!   framing checks).
 //! - [`proxy`]: the request path, from route to response.
 //! - [`stats`]: per-version sliding windows (requests, errors, latency).
+//! - [`endpoint`]: one upstream address: clients, health, ejection, in-flight.
 //! - [`upstream`]: pooled HTTP/1.1 clients and upstream error mapping.
 //! - [`body`]: streaming request and response bodies.
 //! - [`error`]: `ProxyError` and its one status mapping.
@@ -34,8 +38,11 @@ pub mod app;
 pub mod body;
 pub mod config;
 pub mod control;
+pub mod endpoint;
+pub mod engine;
 pub mod error;
 pub mod events;
+pub mod health;
 pub mod proxy;
 pub mod release;
 pub mod request_id;

@@ -13,22 +13,28 @@ use std::time::Instant;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::access_log::AccessRecord;
 use crate::app::Shared;
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::Sticky;
+use crate::endpoint::{clock_ms, Endpoint, InFlight};
+use crate::error::UpstreamFailure;
 use crate::error::{error_body, ProxyError};
+use crate::events::EventKind;
 use crate::release::bucket::{bucket, cookie_value};
 use crate::release::split::{choose, Inputs};
 use crate::request_id::{new_request_id, random_below, random_u64};
 use crate::server::guard::ConnState;
-use crate::snapshot::{BackendRt, InFlight, Snapshot};
+use crate::snapshot::{BackendRt, Snapshot, VersionRt};
 use crate::upstream;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const X_SWITCHYARD_VERSION: HeaderName = HeaderName::from_static("x-switchyard-version");
+/// Marks a mirrored copy, so the canary can tell it from real traffic.
+const X_SWITCHYARD_MIRROR: HeaderName = HeaderName::from_static("x-switchyard-mirror");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -73,6 +79,8 @@ struct Exchange {
     endpoint: Option<InFlight>,
     set_cookie: Option<HeaderValue>,
     upstream_ms: Option<f64>,
+    /// The canary failed and stable answered instead.
+    retried: bool,
 }
 
 /// Serves one request; never fails (errors become responses).
@@ -137,6 +145,7 @@ pub async fn handle(
             ex.endpoint.as_ref().map(|e| e.0.address.as_str()),
             ex.upstream_ms,
         );
+        record.retried = ex.retried;
         response.body_mut().set_finish(Box::new(record));
     }
     if let Some(in_flight) = ex.endpoint.take() {
@@ -190,42 +199,81 @@ async fn forward(
         sticky_bucket: sticky_bucket(&backend, req.headers(), ex),
         roll: random_below(10_000),
     };
-    let decision = choose(&backend.split, &inputs, |v| {
+    let decision = choose(&backend.split(), &inputs, |v| {
         backend.versions[v].has_usable()
     })
     .ok_or_else(|| ProxyError::NoHealthyEndpoint(backend.name.clone()))?;
+    if let Some(from) = decision.fallback_from {
+        tracing::debug!(backend = %backend.name, from = %backend.versions[from].name,
+            to = %backend.versions[decision.version].name, "version fallback");
+    }
     ex.version = Some(decision.version);
-    let version = &backend.versions[decision.version];
-    let endpoint = version
-        .pick(backend.load_balancing)
-        .ok_or_else(|| ProxyError::NoHealthyEndpoint(backend.name.clone()))?;
-    let authority = endpoint.authority.clone();
-    ex.endpoint = Some(InFlight::new(Arc::clone(endpoint)));
 
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    parts.uri = Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(authority)
-        .path_and_query(path)
-        .build()
-        .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
     prepare_request_headers(&mut parts.headers, conn, &host, request_id, upgrade);
     parts.version = Version::HTTP_11;
-    let body = RequestBody::new(body, limits.max_body_bytes, conn.state.clone());
-    let upstream_req = Request::from_parts(parts, body);
 
-    let started = Instant::now();
-    let client = endpoint.upstream.client(worker.id);
-    let result =
-        upstream::forward(client, upstream_req, route.timeout, limits.max_body_bytes).await;
-    ex.upstream_ms = Some(started.elapsed().as_secs_f64() * 1e3);
+    // A copy of the head for a retry on stable or a mirror to the canary;
+    // only bodiless or idempotent requests qualify, and only they pay for it.
+    let bodiless = http_body::Body::is_end_stream(&body);
+    let replayable = !upgrade
+        && (bodiless || matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS));
+    let on_canary = backend.canary() == Some(decision.version);
+    let retry_on = backend
+        .stable()
+        .filter(|_| on_canary && backend.retry_on_stable && replayable);
+    let mirror_to = backend.canary().filter(|_| {
+        !on_canary
+            && backend.mirror_threshold > 0
+            && bodiless
+            && !upgrade
+            && random_below(10_000) < backend.mirror_threshold
+    });
+    let copy = (retry_on.is_some() || mirror_to.is_some()).then(|| copy_head(&parts));
+    if let (Some(canary), Some(head)) = (mirror_to, copy.as_ref()) {
+        let events = Arc::clone(&worker.shared);
+        tokio::spawn(mirror(
+            worker.id,
+            Arc::clone(&backend),
+            canary,
+            copy_head(head),
+            route.timeout,
+            events,
+        ));
+    }
+
+    let body = RequestBody::new(body, limits.max_body_bytes, conn.state.clone());
+    let target = Target {
+        worker: worker.id,
+        backend: &backend,
+        timeout: route.timeout,
+        body_limit: limits.max_body_bytes,
+    };
+    let mut result = attempt(&target, decision.version, parts, body, ex, &worker.shared).await;
+    if let (Some(stable), Some(head)) = (retry_on, copy) {
+        let failed = match &result {
+            Ok(response) => response.status().is_server_error(),
+            Err(e) => e.upstream_failure().is_some(),
+        };
+        if failed {
+            // Nothing reached the client yet: the canary's failure is
+            // recorded in its window, the client gets the stable answer.
+            drop(result);
+            ex.version = Some(stable);
+            ex.retried = true;
+            result = attempt(
+                &target,
+                stable,
+                head,
+                RequestBody::empty(),
+                ex,
+                &worker.shared,
+            )
+            .await;
+        }
+    }
     let mut response = result?;
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -242,6 +290,148 @@ async fn forward(
     // We answer in the client's protocol, whatever the upstream spoke.
     parts.version = Version::HTTP_11;
     Ok(Response::from_parts(parts, ResponseBody::stream(body)))
+}
+
+/// Where a request of one route goes.
+struct Target<'a> {
+    worker: usize,
+    backend: &'a BackendRt,
+    timeout: std::time::Duration,
+    body_limit: u64,
+}
+
+/// One try on one version: pick an endpoint, send, and record the outcome
+/// (analysis window, outlier streak).
+async fn attempt(
+    target: &Target<'_>,
+    version: usize,
+    mut parts: http::request::Parts,
+    body: RequestBody,
+    ex: &mut Exchange,
+    shared: &Shared,
+) -> Result<Response<Incoming>, ProxyError> {
+    let backend = target.backend;
+    let v = &backend.versions[version];
+    let endpoint = v
+        .pick(backend.load_balancing)
+        .ok_or_else(|| ProxyError::NoHealthyEndpoint(backend.name.clone()))?;
+    parts.uri = upstream_uri(endpoint, &parts.uri)?;
+    ex.endpoint = Some(InFlight::new(Arc::clone(endpoint)));
+    let started = Instant::now();
+    let client = endpoint.upstream.client(target.worker);
+    let result = upstream::forward(
+        client,
+        Request::from_parts(parts, body),
+        target.timeout,
+        target.body_limit,
+    )
+    .await;
+    let elapsed = started.elapsed();
+    ex.upstream_ms = Some(elapsed.as_secs_f64() * 1e3);
+    record_outcome(backend, v, endpoint, &result, elapsed, shared);
+    result
+}
+
+/// Feeds the analysis window and the outlier detector.
+fn record_outcome(
+    backend: &BackendRt,
+    version: &VersionRt,
+    endpoint: &Endpoint,
+    result: &Result<Response<Incoming>, ProxyError>,
+    elapsed: std::time::Duration,
+    shared: &Shared,
+) {
+    let error = match result {
+        Ok(response) => response.status().is_server_error(),
+        Err(e) => match e.upstream_failure() {
+            Some(_) => true,
+            // The client's fault (body too large): not the version's.
+            None => return,
+        },
+    };
+    version.window.record(clock_ms(), elapsed, error);
+    match result.as_ref().map_err(ProxyError::upstream_failure) {
+        Ok(_) => endpoint.record_success(),
+        Err(Some(UpstreamFailure::Connect | UpstreamFailure::Reset | UpstreamFailure::Timeout)) => {
+            if let Some(duration) =
+                endpoint.record_failure(&backend.outlier, || backend.others_usable(endpoint))
+            {
+                let message = format!(
+                    "{} ({}) ejected for {}s after {} consecutive failures",
+                    endpoint.address,
+                    version.name,
+                    duration.as_secs(),
+                    backend.outlier.consecutive_failures
+                );
+                tracing::warn!(backend = %backend.name, "{message}");
+                shared
+                    .events
+                    .push(EventKind::Ejection, Some(&backend.name), message);
+            }
+        }
+        Err(_) => {}
+    }
+}
+
+/// Sends a copy of a stable request to the canary in the background; the
+/// answer is read and discarded, and counted in the canary's window.
+async fn mirror(
+    worker: usize,
+    backend: Arc<BackendRt>,
+    canary: usize,
+    mut parts: http::request::Parts,
+    timeout: std::time::Duration,
+    shared: Arc<Shared>,
+) {
+    let v = &backend.versions[canary];
+    let Some(endpoint) = v.pick(backend.load_balancing) else {
+        return;
+    };
+    let Ok(uri) = upstream_uri(endpoint, &parts.uri) else {
+        return;
+    };
+    parts.uri = uri;
+    parts
+        .headers
+        .insert(X_SWITCHYARD_MIRROR, HeaderValue::from_static("1"));
+    let _in_flight = InFlight::new(Arc::clone(endpoint));
+    let started = Instant::now();
+    let client = endpoint.upstream.client(worker);
+    let result = upstream::forward(
+        client,
+        Request::from_parts(parts, RequestBody::empty()),
+        timeout,
+        0,
+    )
+    .await;
+    record_outcome(&backend, v, endpoint, &result, started.elapsed(), &shared);
+    if let Ok(response) = result {
+        // Read the answer to its end so the connection goes back to the pool.
+        let mut body = response.into_body();
+        while let Some(Ok(_)) = body.frame().await {}
+    }
+}
+
+fn copy_head(parts: &http::request::Parts) -> http::request::Parts {
+    let (mut copy, ()) = Request::new(()).into_parts();
+    copy.method = parts.method.clone();
+    copy.uri = parts.uri.clone();
+    copy.version = parts.version;
+    copy.headers = parts.headers.clone();
+    copy
+}
+
+fn upstream_uri(endpoint: &Endpoint, uri: &Uri) -> Result<Uri, ProxyError> {
+    let path = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(endpoint.authority.clone())
+        .path_and_query(path)
+        .build()
+        .map_err(|_| ProxyError::BadRequest("invalid request target"))
 }
 
 /// Copies bytes both ways between an upgraded client and upstream connection.

@@ -1,25 +1,27 @@
 //! The compiled, immutable view of one config generation that the request
 //! path reads: the routing table plus, per backend, its versions, endpoints,
-//! prepared split and upstream clients.
+//! statistics windows and release settings.
 //!
 //! A snapshot is built once per config and swapped in whole (`ArcSwap`), so a
-//! request sees one consistent generation from start to end. Endpoint health
-//! and in-flight counts are atomics shared with the probes; they live behind
-//! `Arc` so a later generation can carry them over.
+//! request sees one consistent generation from start to end. What changes
+//! between reloads lives in atomics: endpoint health and ejection (see
+//! `endpoint`), and each backend's [`Live`] release values, which only the
+//! control thread writes (the release engine sets them before a snapshot is
+//! swapped in, and on every step or rollback).
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::uri::Authority;
 use http::{HeaderName, HeaderValue};
 
-use crate::config::{self, Config, LoadBalancing, Release, Sticky};
+use crate::config::{self, Analysis, Config, LoadBalancing, Outlier, Release, Sticky};
+use crate::endpoint::Endpoint;
 use crate::release::bucket::threshold;
 use crate::release::split::{Split, VersionIdx};
 use crate::release::table::RouteTable;
 use crate::request_id::random_below;
-use crate::upstream::Upstream;
+use crate::stats::Window;
 
 pub struct Snapshot {
     pub config: Arc<Config>,
@@ -34,13 +36,41 @@ pub struct RouteRt {
     pub timeout: Duration,
 }
 
+/// The shape of a backend's release, by version index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Single(VersionIdx),
+    Canary {
+        stable: VersionIdx,
+        canary: VersionIdx,
+    },
+    BlueGreen {
+        preview: Option<VersionIdx>,
+    },
+}
+
+/// Release values the engine moves without a reload.
+#[derive(Debug, Default)]
+pub struct Live {
+    /// Canary buckets (0..=10000): the canary weight in force.
+    pub threshold: AtomicU32,
+    /// Blue/green: the version taking traffic.
+    pub active: AtomicUsize,
+}
+
 pub struct BackendRt {
     pub name: String,
     pub versions: Vec<VersionRt>,
-    pub split: Split,
+    pub shape: Shape,
+    pub live: Live,
     pub override_header: Option<HeaderName>,
     pub sticky: Option<Sticky>,
     pub load_balancing: LoadBalancing,
+    pub outlier: Outlier,
+    pub retry_on_stable: bool,
+    /// Stable requests copied to the canary, in buckets (0..=10000).
+    pub mirror_threshold: u32,
+    pub analysis: Option<Analysis>,
 }
 
 pub struct VersionRt {
@@ -48,71 +78,9 @@ pub struct VersionRt {
     /// The `x-switchyard-version` value, built once.
     pub header: HeaderValue,
     pub endpoints: Vec<Arc<Endpoint>>,
+    /// Recent requests, for the analysis; carried over across reloads.
+    pub window: Arc<Window>,
     next: AtomicUsize,
-}
-
-/// One upstream address, its pooled clients and its live state. Shared by
-/// every snapshot that lists it unchanged, so a reload keeps its connections,
-/// health and counters; dropped (closing its pool) once no snapshot and no
-/// request in flight holds it any more.
-pub struct Endpoint {
-    pub address: String,
-    pub authority: Authority,
-    pub upstream: Upstream,
-    /// Written by the health probes; read by every request.
-    pub healthy: AtomicBool,
-    /// Milliseconds since [`clock_origin`] until which outlier ejection keeps
-    /// this endpoint out; 0 when not ejected.
-    pub ejected_until: AtomicU64,
-    /// Requests sent and not yet finished, for `least_request`.
-    pub in_flight: AtomicU32,
-}
-
-impl Endpoint {
-    pub fn new(address: &str, workers: usize, connect_timeout: Duration) -> Option<Self> {
-        Some(Endpoint {
-            address: address.to_string(),
-            authority: address.parse().ok()?,
-            upstream: Upstream::new(workers, connect_timeout),
-            healthy: AtomicBool::new(true),
-            ejected_until: AtomicU64::new(0),
-            in_flight: AtomicU32::new(0),
-        })
-    }
-
-    pub fn usable(&self) -> bool {
-        if !self.healthy.load(Ordering::Relaxed) {
-            return false;
-        }
-        let until = self.ejected_until.load(Ordering::Relaxed);
-        until == 0 || until <= clock_ms()
-    }
-}
-
-/// Milliseconds since the process's clock origin (a monotonic clock).
-pub fn clock_ms() -> u64 {
-    clock_origin().elapsed().as_millis() as u64
-}
-
-fn clock_origin() -> std::time::Instant {
-    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    *ORIGIN.get_or_init(std::time::Instant::now)
-}
-
-/// Counts a request in flight on an endpoint until dropped.
-pub struct InFlight(pub Arc<Endpoint>);
-
-impl InFlight {
-    pub fn new(endpoint: Arc<Endpoint>) -> Self {
-        endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(endpoint)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 impl VersionRt {
@@ -138,23 +106,16 @@ impl VersionRt {
                 let a = random_below(n as u32) as usize;
                 let b = (a + 1 + random_below(n as u32 - 1) as usize) % n;
                 let (ea, eb) = (&self.endpoints[a], &self.endpoints[b]);
+                let load = |e: &Arc<Endpoint>| e.in_flight.load(Ordering::Relaxed);
                 match (ea.usable(), eb.usable()) {
-                    (true, true) => Some(
-                        if eb.in_flight.load(Ordering::Relaxed)
-                            < ea.in_flight.load(Ordering::Relaxed)
-                        {
-                            eb
-                        } else {
-                            ea
-                        },
-                    ),
+                    (true, true) => Some(if load(eb) < load(ea) { eb } else { ea }),
                     (true, false) => Some(ea),
                     (false, true) => Some(eb),
                     (false, false) => self
                         .endpoints
                         .iter()
                         .filter(|e| e.usable())
-                        .min_by_key(|e| e.in_flight.load(Ordering::Relaxed)),
+                        .min_by_key(|e| load(e)),
                 }
             }
         }
@@ -166,12 +127,67 @@ impl BackendRt {
         self.versions.iter().position(|v| v.name.as_bytes() == name)
     }
 
+    pub fn version_named(&self, name: &str) -> Option<&VersionRt> {
+        self.versions.iter().find(|v| v.name == name)
+    }
+
+    /// The split in force now.
+    pub fn split(&self) -> Split {
+        match self.shape {
+            Shape::Single(v) => Split::Single(v),
+            Shape::Canary { stable, canary } => Split::Canary {
+                stable,
+                canary,
+                threshold: self.live.threshold.load(Ordering::Relaxed),
+            },
+            Shape::BlueGreen { preview } => {
+                let active = self.live.active.load(Ordering::Relaxed);
+                Split::BlueGreen {
+                    active,
+                    preview: preview.filter(|&p| p != active),
+                }
+            }
+        }
+    }
+
+    /// The stable version of a canary release.
+    pub fn stable(&self) -> Option<VersionIdx> {
+        match self.shape {
+            Shape::Canary { stable, .. } => Some(stable),
+            _ => None,
+        }
+    }
+
+    /// The canary version of a canary release.
+    pub fn canary(&self) -> Option<VersionIdx> {
+        match self.shape {
+            Shape::Canary { canary, .. } => Some(canary),
+            _ => None,
+        }
+    }
+
+    /// Whether some endpoint other than `except` can take requests.
+    pub fn others_usable(&self, except: &Endpoint) -> bool {
+        self.versions
+            .iter()
+            .flat_map(|v| &v.endpoints)
+            .any(|e| !std::ptr::eq(&**e, except) && e.usable())
+    }
+
     fn build(backend: &config::Backend, workers: usize, previous: Option<&BackendRt>) -> Self {
+        let analysis = match &backend.release {
+            Release::Canary(c) => Some(c.analysis.clone()),
+            Release::BlueGreen(b) => Some(b.analysis.clone()),
+            Release::Single { .. } => None,
+        };
+        let span = analysis
+            .as_ref()
+            .map_or(Duration::from_secs(30), |a| a.window);
         let versions: Vec<VersionRt> = backend
             .versions
             .iter()
             .map(|(name, v)| {
-                let before = previous.and_then(|p| p.versions.iter().find(|pv| &pv.name == name));
+                let before = previous.and_then(|p| p.version_named(name));
                 VersionRt {
                     name: name.clone(),
                     header: HeaderValue::from_str(name)
@@ -183,39 +199,54 @@ impl BackendRt {
                             endpoint(address, workers, backend.connect_timeout, before)
                         })
                         .collect(),
+                    window: before
+                        .map(|b| &b.window)
+                        .filter(|w| w.span() == span)
+                        .map_or_else(|| Arc::new(Window::new(span)), Arc::clone),
                     next: AtomicUsize::new(0),
                 }
             })
             .collect();
         let idx = |name: &str| versions.iter().position(|v| v.name == name).unwrap_or(0);
-        let (split, override_header, sticky) = match &backend.release {
-            Release::Single { version } => (Split::Single(idx(version)), None, None),
-            Release::Canary(c) => (
-                Split::Canary {
+        let live = Live::default();
+        let mut rt = BackendRt {
+            name: backend.name.clone(),
+            shape: Shape::Single(0),
+            live,
+            override_header: None,
+            sticky: None,
+            load_balancing: backend.load_balancing,
+            outlier: backend.outlier,
+            retry_on_stable: false,
+            mirror_threshold: 0,
+            analysis,
+            versions: Vec::new(),
+        };
+        match &backend.release {
+            Release::Single { version } => rt.shape = Shape::Single(idx(version)),
+            Release::Canary(c) => {
+                rt.shape = Shape::Canary {
                     stable: idx(&c.stable),
                     canary: idx(&c.canary),
-                    threshold: threshold(c.weight),
-                },
-                c.override_header.clone(),
-                c.sticky.clone(),
-            ),
-            Release::BlueGreen(b) => (
-                Split::BlueGreen {
-                    active: idx(&b.active),
+                };
+                rt.live
+                    .threshold
+                    .store(threshold(c.weight), Ordering::Relaxed);
+                rt.override_header = c.override_header.clone();
+                rt.sticky = c.sticky.clone();
+                rt.retry_on_stable = c.retry_on_stable;
+                rt.mirror_threshold = threshold(c.mirror_percent);
+            }
+            Release::BlueGreen(b) => {
+                rt.shape = Shape::BlueGreen {
                     preview: b.preview.as_deref().map(idx),
-                },
-                b.override_header.clone(),
-                None,
-            ),
-        };
-        BackendRt {
-            name: backend.name.clone(),
-            versions,
-            split,
-            override_header,
-            sticky,
-            load_balancing: backend.load_balancing,
+                };
+                rt.live.active.store(idx(&b.active), Ordering::Relaxed);
+                rt.override_header = b.override_header.clone();
+            }
         }
+        rt.versions = versions;
+        rt
     }
 }
 
@@ -241,15 +272,15 @@ fn endpoint(
 
 impl Snapshot {
     /// Compiles a validated config for `workers` worker threads, carrying over
-    /// the live state of every unchanged endpoint from `previous`. Cannot
-    /// fail: validation already checked every reference and address.
+    /// the live state of every unchanged endpoint and window from `previous`.
+    /// Cannot fail: validation already checked every reference and address.
     pub fn build(config: Arc<Config>, workers: usize, previous: Option<&Snapshot>) -> Self {
         let names: Vec<&String> = config.backends.keys().collect();
         let backends = config
             .backends
             .values()
             .map(|b| {
-                let before = previous.and_then(|p| p.backends.iter().find(|pb| pb.name == b.name));
+                let before = previous.and_then(|p| p.backend(&b.name));
                 Arc::new(BackendRt::build(b, workers, before.map(|b| &**b)))
             })
             .collect();

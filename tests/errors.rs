@@ -277,12 +277,15 @@ async fn an_upstream_that_never_completes_the_connect_is_cut_at_connect_timeout(
     // A listener that never accepts, with its accept queue filled: the
     // kernel drops further SYNs, so a connect hangs until our timeout.
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
     let listener = socket.listen(1).expect("listen");
     let addr = listener.local_addr().expect("addr");
     let mut fillers = Vec::new();
     for _ in 0..8 {
-        let attempt = tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await;
+        let attempt =
+            tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await;
         match attempt {
             Ok(Ok(stream)) => fillers.push(stream),
             _ => break, // the queue is full: connects now hang
@@ -293,6 +296,9 @@ async fn an_upstream_that_never_completes_the_connect_is_cut_at_connect_timeout(
     let resp = Client::new().get(&gw.url("/")).await;
     let took = started.elapsed();
     assert_eq!(resp.status, 504, "{}", resp.text());
-    assert!(took >= Duration::from_millis(280) && took < Duration::from_secs(5), "took {took:?}");
+    assert!(
+        took >= Duration::from_millis(280) && took < Duration::from_secs(5),
+        "took {took:?}"
+    );
     drop(listener);
 }

@@ -208,7 +208,7 @@ async fn live_endpoint_state_carries_over_and_new_endpoints_start_healthy() {
         v.endpoints[0].clone()
     };
     let before = endpoint(&gw, "v1");
-    before.healthy.store(false, Ordering::Relaxed);
+    before.ejections.store(3, Ordering::Relaxed);
     // Change the weight and v2's endpoint.
     std::fs::write(&gw.path, config(v1.addr(), v3.addr(), 50.0)).expect("write");
     assert_eq!(
@@ -220,9 +220,10 @@ async fn live_endpoint_state_carries_over_and_new_endpoints_start_healthy() {
         Arc::ptr_eq(&before, &after),
         "unchanged endpoint must be the same object"
     );
-    assert!(
-        !after.healthy.load(Ordering::Relaxed),
-        "its health carried over"
+    assert_eq!(
+        after.ejections.load(Ordering::Relaxed),
+        3,
+        "its outlier history carried over"
     );
     let fresh = endpoint(&gw, "v2");
     assert_eq!(fresh.address, v3.addr().to_string());
@@ -379,7 +380,11 @@ async fn sigterm_drains_finishes_requests_in_flight_and_exits_0() {
     assert!(not_ready, "/readyz still 200 while draining");
     let resp = slow.await.expect("join");
     assert_eq!(resp.status, 200, "the request in flight finished");
-    assert_eq!(resp.header("connection"), Some("close"), "keep-alive ends with the drain");
+    assert_eq!(
+        resp.header("connection"),
+        Some("close"),
+        "keep-alive ends with the drain"
+    );
     let status = process.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0));
     let took = signalled.elapsed();

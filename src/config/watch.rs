@@ -1,5 +1,6 @@
-//! Reload triggers: the config file's directory (through notify), `SIGHUP`,
-//! and explicit requests (the admin API, tests), all on one channel.
+//! Control triggers: the config file's directory (through notify), `SIGHUP`,
+//! explicit reloads and operator actions (the admin API, tests), all on the
+//! one channel the control loop serves.
 //!
 //! The watch is on the parent directory, not the file: editors replace the
 //! file by renaming a new one over it, and a Kubernetes ConfigMap volume swaps
@@ -30,6 +31,14 @@ pub enum Trigger {
     Signal,
     /// An explicit request (admin API): always reload, and answer.
     Request(oneshot::Sender<crate::control::ReloadOutcome>),
+    /// An operator action on a backend's release.
+    Action {
+        backend: String,
+        action: crate::release::progress::Action,
+        reply: oneshot::Sender<Result<String, crate::engine::ActError>>,
+    },
+    /// A copy of every release state, by backend.
+    Inspect(oneshot::Sender<Vec<(String, crate::engine::ReleaseState)>>),
 }
 
 /// Keeps the directory watch alive; dropping it stops watching.

@@ -1,0 +1,352 @@
+//! The release engine: each backend's release state, driven by the analysis.
+//!
+//! Owned by the control loop, which calls [`Engine::reconcile`] before a new
+//! snapshot is swapped in (start and every reload), [`Engine::tick`] on a
+//! short timer, and [`Engine::act`] for operator actions. Decisions come from
+//! the pure state machine in `release::progress`; the engine only reads the
+//! windows, writes the backends' live weights, logs, records events and
+//! persists the state file.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AnalysisSource, Release};
+use crate::endpoint::clock_ms;
+use crate::events::{EventKind, Events};
+use crate::release::bucket::threshold;
+use crate::release::progress::{self, Action, Change, Phase, Plan};
+use crate::release::verdict::{judge, Thresholds, Verdict};
+use crate::snapshot::{BackendRt, Snapshot};
+
+/// The live state of one backend's release, as persisted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "strategy", rename_all = "snake_case")]
+pub enum ReleaseState {
+    Canary(progress::Canary),
+    BlueGreen(progress::BlueGreen),
+}
+
+impl ReleaseState {
+    pub fn phase(&self) -> Phase {
+        match self {
+            ReleaseState::Canary(c) => c.phase,
+            ReleaseState::BlueGreen(b) => b.phase,
+        }
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            ReleaseState::Canary(c) => c.reason.as_deref(),
+            ReleaseState::BlueGreen(b) => b.reason.as_deref(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct StateFile {
+    backends: BTreeMap<String, ReleaseState>,
+}
+
+/// Why an operator action was not carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActError {
+    #[error("unknown backend {0:?}")]
+    UnknownBackend(String),
+    #[error("backend {0:?} has no release")]
+    NoRelease(String),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+pub struct Engine {
+    releases: BTreeMap<String, ReleaseState>,
+    last_analysis: HashMap<String, u64>,
+    state_file: Option<PathBuf>,
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn plan(c: &crate::config::Canary) -> Plan {
+    Plan {
+        weight: c.weight,
+        steps: c.steps.clone(),
+        step_interval_ms: c.step_interval.as_millis() as u64,
+    }
+}
+
+/// backend + canary version + its endpoints: what makes a release new.
+fn canary_identity(backend: &BackendRt, canary: &str) -> String {
+    let mut endpoints: Vec<&str> = backend
+        .version_named(canary)
+        .map(|v| v.endpoints.iter().map(|e| e.address.as_str()).collect())
+        .unwrap_or_default();
+    endpoints.sort_unstable();
+    format!("{}/{canary}/{}", backend.name, endpoints.join(","))
+}
+
+fn blue_green_identity(backend: &BackendRt) -> String {
+    let names: Vec<&str> = backend.versions.iter().map(|v| v.name.as_str()).collect();
+    format!("{}/blue_green/{}", backend.name, names.join(","))
+}
+
+impl Engine {
+    /// An engine for `state_file`, restoring what it holds. A missing file is
+    /// normal; an unreadable or corrupt one is reported and ignored.
+    pub fn new(state_file: Option<PathBuf>) -> Engine {
+        let releases = state_file.as_deref().map(restore).unwrap_or_default();
+        Engine {
+            releases,
+            last_analysis: HashMap::new(),
+            state_file,
+        }
+    }
+
+    pub fn state(&self, backend: &str) -> Option<&ReleaseState> {
+        self.releases.get(backend)
+    }
+
+    /// Brings the release states in line with a new snapshot and sets its
+    /// live weights. Called before the snapshot serves.
+    pub fn reconcile(&mut self, snapshot: &Snapshot, events: &Events) {
+        if snapshot.config.state_file != self.state_file {
+            self.state_file = snapshot.config.state_file.clone();
+        }
+        let now = wall_ms();
+        let mut next = BTreeMap::new();
+        for backend in &snapshot.backends {
+            let Some(config) = snapshot.config.backends.get(&backend.name) else {
+                continue;
+            };
+            let state = match &config.release {
+                Release::Single { .. } => continue,
+                Release::Canary(c) => {
+                    let identity = canary_identity(backend, &c.canary);
+                    let plan = plan(c);
+                    match self.releases.remove(&backend.name) {
+                        Some(ReleaseState::Canary(mut s)) if s.identity == identity => {
+                            if let Some(change) = s.reconfigure(&plan, now) {
+                                report(&backend.name, &change, events);
+                            }
+                            ReleaseState::Canary(s)
+                        }
+                        _ => {
+                            let s = progress::Canary::start(identity, &plan, now);
+                            tracing::info!(backend = %backend.name, canary = %c.canary, weight = s.weight, "release started");
+                            ReleaseState::Canary(s)
+                        }
+                    }
+                }
+                Release::BlueGreen(b) => {
+                    let identity = blue_green_identity(backend);
+                    match self.releases.remove(&backend.name) {
+                        Some(ReleaseState::BlueGreen(mut s)) if s.identity == identity => {
+                            if let Some(change) = s.reconfigure(&b.active, identity, now) {
+                                report(&backend.name, &change, events);
+                            }
+                            ReleaseState::BlueGreen(s)
+                        }
+                        _ => ReleaseState::BlueGreen(progress::BlueGreen::start(
+                            identity, &b.active, now,
+                        )),
+                    }
+                }
+            };
+            apply_live(backend, &state);
+            next.insert(backend.name.clone(), state);
+        }
+        let changed = next != self.releases;
+        self.releases = next;
+        if changed {
+            self.persist();
+        }
+    }
+
+    /// Runs the analysis of every backend whose interval has come.
+    pub fn tick(&mut self, snapshot: &Snapshot, events: &Events) {
+        let mono = clock_ms();
+        let now = wall_ms();
+        let mut changed = false;
+        for backend in &snapshot.backends {
+            let Some(analysis) = &backend.analysis else {
+                continue;
+            };
+            let Some(state) = self.releases.get_mut(&backend.name) else {
+                continue;
+            };
+            let interval = analysis.interval.as_millis() as u64;
+            let last = self.last_analysis.entry(backend.name.clone()).or_insert(0);
+            if mono.saturating_sub(*last) < interval {
+                continue;
+            }
+            *last = mono;
+            let limits = Thresholds {
+                min_requests: analysis.min_requests,
+                max_error_rate: analysis.max_error_rate,
+                max_p99_ms: analysis.max_p99_latency.as_secs_f64() * 1e3,
+            };
+            let judged = |version: &str| -> Verdict {
+                if let AnalysisSource::Prometheus { .. } = analysis.source {
+                    // Fleet-wide figures come with the Prometheus source;
+                    // without them nothing is decided, never a rollback.
+                    return Verdict::Inconclusive;
+                }
+                match backend.version_named(version) {
+                    Some(v) => judge(version, &v.window.figures(mono, analysis.window), &limits),
+                    None => Verdict::Inconclusive,
+                }
+            };
+            let change = match state {
+                ReleaseState::Canary(s) => {
+                    let Some(Release::Canary(c)) = snapshot
+                        .config
+                        .backends
+                        .get(&backend.name)
+                        .map(|b| &b.release)
+                    else {
+                        continue;
+                    };
+                    let verdict = judged(&c.canary);
+                    s.tick(&plan(c), &verdict, now)
+                }
+                ReleaseState::BlueGreen(s) => {
+                    let verdict = judged(&s.active.clone());
+                    s.tick(&verdict, analysis.window.as_millis() as u64, now)
+                }
+            };
+            if let Some(change) = change {
+                report(&backend.name, &change, events);
+                apply_live(backend, state);
+                changed = true;
+            }
+        }
+        if changed {
+            self.persist();
+        }
+    }
+
+    /// An operator action on `backend`'s release.
+    pub fn act(
+        &mut self,
+        snapshot: &Snapshot,
+        backend: &str,
+        action: Action,
+        events: &Events,
+    ) -> Result<String, ActError> {
+        let rt = snapshot
+            .backend(backend)
+            .ok_or_else(|| ActError::UnknownBackend(backend.into()))?;
+        let state = self
+            .releases
+            .get_mut(backend)
+            .ok_or_else(|| ActError::NoRelease(backend.into()))?;
+        let now = wall_ms();
+        let change = match state {
+            ReleaseState::Canary(s) => {
+                let Some(Release::Canary(c)) =
+                    snapshot.config.backends.get(backend).map(|b| &b.release)
+                else {
+                    return Err(ActError::NoRelease(backend.into()));
+                };
+                s.act(action, &plan(c), now)
+            }
+            ReleaseState::BlueGreen(s) => s.act(action, now),
+        }
+        .map_err(ActError::Conflict)?;
+        report(backend, &change, events);
+        apply_live(rt, state);
+        self.persist();
+        Ok(change.message)
+    }
+
+    fn persist(&self) {
+        let Some(path) = &self.state_file else { return };
+        let file = StateFile {
+            backends: self.releases.clone(),
+        };
+        if let Err(e) = write_atomically(path, &file) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the state file");
+        }
+    }
+}
+
+/// Sets the request path's live values from a release state.
+fn apply_live(backend: &BackendRt, state: &ReleaseState) {
+    match state {
+        ReleaseState::Canary(s) => backend
+            .live
+            .threshold
+            .store(threshold(s.weight), Ordering::Relaxed),
+        ReleaseState::BlueGreen(s) => {
+            if let Some(idx) = backend.version_index(s.active.as_bytes()) {
+                backend.live.active.store(idx, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn report(backend: &str, change: &Change, events: &Events) {
+    if change.kind == EventKind::Rollback {
+        tracing::warn!(backend, reason = %change.message, "release rolled back");
+    } else {
+        tracing::info!(backend, kind = change.kind.as_str(), "{}", change.message);
+    }
+    events.push(change.kind, Some(backend), change.message.clone());
+}
+
+fn restore(path: &Path) -> BTreeMap<String, ReleaseState> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::info!(path = %path.display(), "no state file yet: starting from the config");
+            return BTreeMap::new();
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read the state file: starting from the config");
+            return BTreeMap::new();
+        }
+    };
+    match serde_json::from_str::<StateFile>(&text) {
+        Ok(file) => {
+            tracing::info!(path = %path.display(), releases = file.backends.len(), "release state restored");
+            file.backends
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "corrupt state file ignored: starting from the config");
+            BTreeMap::new()
+        }
+    }
+}
+
+/// Temp file in the same directory, fsync, rename over, fsync the directory:
+/// a crash leaves the old file or the new one, never half of one.
+fn write_atomically(path: &Path, file: &StateFile) -> std::io::Result<()> {
+    use std::io::Write;
+    let text = serde_json::to_vec_pretty(file).map_err(std::io::Error::other)?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut out = std::fs::File::create(&tmp)?;
+        out.write_all(&text)?;
+        out.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Ok(dir) = std::fs::File::open(&dir) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
