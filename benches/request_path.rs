@@ -4,10 +4,12 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use std::time::Duration;
 use switchyard::config;
 use switchyard::release::bucket::{bucket, cookie_value, threshold};
 use switchyard::release::split::{choose, Inputs, Split};
 use switchyard::release::table::RouteTable;
+use switchyard::stats::Window;
 
 const CONFIG: &str = r#"
 listeners:
@@ -83,5 +85,25 @@ fn version_choice(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, route_lookup, version_choice);
+fn stats_recording(c: &mut Criterion) {
+    let window = Window::new(Duration::from_secs(30));
+    let mut group = c.benchmark_group("stats");
+    group.bench_function("record", |b| {
+        let mut now = 0u64;
+        b.iter(|| {
+            now += 1; // a new slice every 1000 records, as under load
+            window.record(
+                black_box(now / 10),
+                Duration::from_micros(black_box(2_500)),
+                false,
+            )
+        })
+    });
+    group.bench_function("figures_30s", |b| {
+        b.iter(|| window.figures(black_box(50_000), Duration::from_secs(30)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, route_lookup, version_choice, stats_recording);
 criterion_main!(benches);

@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 
 use arc_swap::ArcSwap;
 use tokio::runtime::{Builder, Runtime};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use crate::config::watch::{self as config_watch, FileWatch, Trigger};
@@ -112,6 +113,24 @@ pub struct Gateway {
     workers: Vec<JoinHandle<()>>,
     control: Option<Runtime>,
     _watch: Option<FileWatch>,
+    signals: Option<Signals>,
+}
+
+/// The process's signal handlers, installed before serving starts.
+struct Signals {
+    hup: Option<Signal>,
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            hup: Some(signal(SignalKind::hangup())?),
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
 }
 
 impl Gateway {
@@ -124,16 +143,34 @@ impl Gateway {
             reason: e.to_string(),
         })?;
         let config = config::parse(&text, &name)?;
-        Self::launch(config, Some((path.to_path_buf(), text)))
+        Self::launch(config, Some((path.to_path_buf(), text)), false)
+    }
+
+    /// As [`Gateway::start_from_file`], and owns the process's signals:
+    /// `SIGHUP` reloads, `SIGTERM`/`SIGINT` end [`Gateway::run_until_signal`].
+    /// The handlers are in place before the listeners are announced, so an
+    /// early signal never kills the process.
+    pub fn serve_file(path: &Path) -> Result<Gateway, StartError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            file: name.clone(),
+            reason: e.to_string(),
+        })?;
+        let config = config::parse(&text, &name)?;
+        Self::launch(config, Some((path.to_path_buf(), text)), true)
     }
 
     /// Starts serving a config that has no file behind it (no reloads).
     pub fn start(config: Config) -> Result<Gateway, StartError> {
-        Self::launch(config, None)
+        Self::launch(config, None, false)
     }
 
     /// Binds every listener and the admin address, then starts serving.
-    fn launch(config: Config, file: Option<(PathBuf, String)>) -> Result<Gateway, StartError> {
+    fn launch(
+        config: Config,
+        file: Option<(PathBuf, String)>,
+        own_signals: bool,
+    ) -> Result<Gateway, StartError> {
         let config = Arc::new(config);
         let snapshot = Snapshot::build(Arc::clone(&config), config.workers, None);
         let shared = Arc::new(Shared {
@@ -176,6 +213,13 @@ impl Gateway {
         };
         let admin = admin_listener.local_addr().map_err(StartError::Bind)?;
 
+        let mut signals = if own_signals {
+            let _entered = control.enter();
+            Some(Signals::install().map_err(StartError::Runtime)?)
+        } else {
+            None
+        };
+
         // The release engine restores its state and sets the live weights
         // before the first request is served.
         let slots = Arc::new(Semaphore::new(config.limits.max_connections));
@@ -210,7 +254,9 @@ impl Gateway {
         control.spawn(control_loop.run(receiver));
         let watch = match path {
             Some(path) => {
-                control.spawn(config_watch::forward_sighup(triggers.clone()));
+                if let Some(hup) = signals.as_mut().and_then(|s| s.hup.take()) {
+                    control.spawn(config_watch::forward_sighup(hup, triggers.clone()));
+                }
                 control.spawn(config_watch::safety_net(triggers.clone()));
                 Some(config_watch::watch_file(&path, triggers).map_err(StartError::Watch)?)
             }
@@ -230,6 +276,7 @@ impl Gateway {
             workers,
             control: Some(control),
             _watch: watch,
+            signals,
         })
     }
 
@@ -270,13 +317,16 @@ impl Gateway {
         self.shared.releases().await
     }
 
-    /// Blocks until SIGTERM or SIGINT, then shuts down gracefully.
-    pub fn run_until_signal(self) {
-        let signalled = self
-            .control
-            .as_ref()
-            .map(|rt| rt.block_on(wait_for_signal()));
-        if let Some(signal) = signalled {
+    /// Blocks until SIGTERM or SIGINT (handlers installed by
+    /// [`Gateway::serve_file`]), then shuts down gracefully.
+    pub fn run_until_signal(mut self) {
+        if let (Some(mut signals), Some(rt)) = (self.signals.take(), self.control.as_ref()) {
+            let signal = rt.block_on(async {
+                tokio::select! {
+                    _ = signals.term.recv() => "SIGTERM",
+                    _ = signals.int.recv() => "SIGINT",
+                }
+            });
             tracing::info!(signal, "shutting down");
         }
         self.shutdown(true);
@@ -310,21 +360,6 @@ impl Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.stop_workers();
-    }
-}
-
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stopping");
-        return "none";
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
     }
 }
 

@@ -69,7 +69,7 @@ fn check(path: &Path) -> ExitCode {
 }
 
 fn run(path: &Path) -> ExitCode {
-    match Gateway::start_from_file(path) {
+    match Gateway::serve_file(path) {
         Ok(gateway) => {
             gateway.run_until_signal();
             ExitCode::SUCCESS

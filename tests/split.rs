@@ -211,8 +211,8 @@ async fn a_single_version_backend_needs_no_release() {
     assert_eq!(resp.text(), "only");
 }
 
-/// Marks every endpoint of `version` in backend `app` healthy or not, as the
-/// health probes do.
+/// Takes every endpoint of `version` in backend `app` out of rotation (as an
+/// outlier ejection does) or puts it back.
 fn set_health(gw: &TestGateway, version: &str, healthy: bool) {
     let snapshot = gw.gateway.shared().snapshot.load();
     let backend = snapshot
@@ -226,7 +226,8 @@ fn set_health(gw: &TestGateway, version: &str, healthy: bool) {
         .find(|v| v.name == version)
         .expect("version");
     for endpoint in &v.endpoints {
-        endpoint.healthy.store(healthy, Ordering::Relaxed);
+        let until = if healthy { 0 } else { u64::MAX };
+        endpoint.ejected_until.store(until, Ordering::Relaxed);
     }
 }
 

@@ -79,15 +79,7 @@ fn parent_dir(path: &Path) -> PathBuf {
 }
 
 /// Sends [`Trigger::Signal`] on every `SIGHUP` until the channel closes.
-pub async fn forward_sighup(triggers: mpsc::Sender<Trigger>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(hup) => hup,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload by file change or admin API only");
-            return;
-        }
-    };
+pub async fn forward_sighup(mut hup: tokio::signal::unix::Signal, triggers: mpsc::Sender<Trigger>) {
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading");
         if triggers.send(Trigger::Signal).await.is_err() {
