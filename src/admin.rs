@@ -1,22 +1,38 @@
 //! The admin listener (SPEC §6), on its own address and runtime: a `match`
-//! on the path. This issue serves `/healthz` and `/readyz`; metrics, status,
-//! the dashboard and the POST actions arrive with the observability work.
+//! on method and path.
+//!
+//! `GET /healthz`, `/readyz`, `/metrics`, `/status` and `/` (the dashboard);
+//! `POST /admin/reload` and `POST /admin/backends/{name}/{action}`. With
+//! `admin.token_file`, every POST needs `Authorization: Bearer <token>`: 401
+//! without it, 403 with a wrong one. The token file is read on each POST, so
+//! rotating it needs no reload. Every POST answers JSON.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::app::Shared;
+use crate::control::ReloadOutcome;
+use crate::engine::ActError;
+use crate::release::progress::Action;
+use crate::status;
+
+/// The live dashboard: one self-contained page, no external assets.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+type Answer = Response<Full<Bytes>>;
 
 /// Serves the admin API until `shutdown` turns true.
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
@@ -36,7 +52,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let shared = Arc::clone(&shared);
-                async move { Ok::<_, Infallible>(answer(&shared, &req)) }
+                async move { Ok::<_, Infallible>(answer(&shared, req).await) }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
@@ -45,10 +61,15 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch
     }
 }
 
-fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    match (req.method(), req.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET | &Method::HEAD, "/readyz") => {
+async fn answer(shared: &Shared, req: Request<Incoming>) -> Answer {
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let get = matches!(*req.method(), Method::GET | Method::HEAD);
+    let post = req.method() == Method::POST;
+    match segments.as_slice() {
+        [""] if get => html(DASHBOARD),
+        ["healthz"] if get => text(StatusCode::OK, "ok\n"),
+        ["readyz"] if get => {
             if shared.ready.load(Ordering::Relaxed) {
                 text(StatusCode::OK, "ready\n")
             } else if shared.draining.load(Ordering::Relaxed) {
@@ -57,17 +78,185 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 text(StatusCode::SERVICE_UNAVAILABLE, "starting\n")
             }
         }
-        (_, "/healthz" | "/readyz") => text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        ["metrics"] if get => {
+            let releases: HashMap<_, _> = shared.releases().await.into_iter().collect();
+            status::refresh_gauges(shared, &releases);
+            let mut response = text(StatusCode::OK, "");
+            *response.body_mut() = Full::new(Bytes::from(shared.metrics.encode()));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        ["status"] if get => {
+            let releases: HashMap<_, _> = shared.releases().await.into_iter().collect();
+            json_answer(StatusCode::OK, &status::document(shared, &releases))
+        }
+        ["admin", "reload"] if post => match authorize(shared, &req) {
+            Some(denied) => denied,
+            None => match shared.request_reload().await {
+                ReloadOutcome::Applied { generation } => json_answer(
+                    StatusCode::OK,
+                    &json!({ "result": "applied", "generation": generation }),
+                ),
+                ReloadOutcome::Unchanged => {
+                    json_answer(StatusCode::OK, &json!({ "result": "unchanged" }))
+                }
+                ReloadOutcome::Failed(error) => json_answer(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &json!({ "result": "error", "error": error }),
+                ),
+            },
+        },
+        ["admin", "backends", name, action] if post => match authorize(shared, &req) {
+            Some(denied) => denied,
+            None => act(shared, name, action).await,
+        },
+        [""] | ["healthz"] | ["readyz"] | ["metrics"] | ["status"] => {
+            method_not_allowed("GET, HEAD")
+        }
+        ["admin", "reload"] | ["admin", "backends", _, _] => method_not_allowed("POST"),
+        _ => json_answer(
+            StatusCode::NOT_FOUND,
+            &json!({ "error": format!("no admin endpoint at {path}") }),
+        ),
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+async fn act(shared: &Shared, backend: &str, action: &str) -> Answer {
+    let Some(parsed) = Action::parse(action) else {
+        let error =
+            format!("unknown action {action:?}: use promote, abort, pause, resume or retry");
+        return json_answer(StatusCode::NOT_FOUND, &json!({ "error": error }));
+    };
+    match shared.act(backend, parsed).await {
+        Ok(message) => {
+            let phase = shared
+                .releases()
+                .await
+                .into_iter()
+                .find(|(name, _)| name == backend)
+                .map(|(_, state)| state.phase().as_str());
+            json_answer(
+                StatusCode::OK,
+                &json!({ "backend": backend, "action": action, "result": message, "phase": phase }),
+            )
+        }
+        Err(e) => {
+            let status = match e {
+                ActError::UnknownBackend(_) => StatusCode::NOT_FOUND,
+                ActError::NoRelease(_) | ActError::Conflict(_) => StatusCode::CONFLICT,
+            };
+            json_answer(
+                status,
+                &json!({ "backend": backend, "action": action, "error": e.to_string() }),
+            )
+        }
+    }
+}
+
+/// Checks the bearer token when `admin.token_file` is set; `Some` is the
+/// refusal to send.
+fn authorize(shared: &Shared, req: &Request<Incoming>) -> Option<Answer> {
+    let path = shared.snapshot.load().config.admin.token_file.clone()?;
+    let expected = match std::fs::read_to_string(&path) {
+        Ok(token) if !token.trim().is_empty() => token.trim().to_string(),
+        Ok(_) | Err(_) => {
+            tracing::error!(path = %path.display(), "admin token file unreadable or empty: refusing POSTs");
+            let error = json!({ "error": "admin token unavailable" });
+            return Some(json_answer(StatusCode::SERVICE_UNAVAILABLE, &error));
+        }
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        None => {
+            let mut denied = json_answer(
+                StatusCode::UNAUTHORIZED,
+                &json!({ "error": "missing bearer token" }),
+            );
+            denied
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            Some(denied)
+        }
+        Some(token) if constant_time_eq(token.trim().as_bytes(), expected.as_bytes()) => None,
+        Some(_) => Some(json_answer(
+            StatusCode::FORBIDDEN,
+            &json!({ "error": "wrong token" }),
+        )),
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal the prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn text(status: StatusCode, body: &'static str) -> Answer {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+fn html(body: &'static str) -> Answer {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+fn json_answer(status: StatusCode, value: &Value) -> Answer {
+    let mut body = value.to_string();
+    body.push('\n');
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn method_not_allowed(allow: &'static str) -> Answer {
+    let mut response = json_answer(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &json!({ "error": format!("use {allow}") }),
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
 }

@@ -21,6 +21,7 @@ use crate::config::{self, Config, ConfigError};
 use crate::control::{Control, ReloadOutcome};
 use crate::engine::{ActError, ReleaseState};
 use crate::events::Events;
+use crate::metrics::Metrics;
 use crate::proxy::Worker;
 use crate::release::progress::Action;
 use crate::snapshot::Snapshot;
@@ -42,8 +43,10 @@ pub struct Shared {
     pub reload_errors: AtomicU64,
     /// Last reload and recent events, for `/status`.
     pub events: Events,
-    /// Where reload requests go (the admin API); unset without a config file.
+    /// Where reload requests and operator actions go (the admin API).
     pub triggers: OnceLock<mpsc::Sender<Trigger>>,
+    /// Every metric; the request path holds pre-resolved handles.
+    pub metrics: Metrics,
 }
 
 impl Shared {
@@ -172,7 +175,8 @@ impl Gateway {
         own_signals: bool,
     ) -> Result<Gateway, StartError> {
         let config = Arc::new(config);
-        let snapshot = Snapshot::build(Arc::clone(&config), config.workers, None);
+        let metrics = Metrics::new();
+        let snapshot = Snapshot::build(Arc::clone(&config), config.workers, None, &metrics);
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             ready: AtomicBool::new(false),
@@ -182,6 +186,7 @@ impl Gateway {
             reload_errors: AtomicU64::new(0),
             events: Events::default(),
             triggers: OnceLock::new(),
+            metrics,
         });
         let runtimes = (0..config.workers)
             .map(|i| {
@@ -231,6 +236,11 @@ impl Gateway {
             Arc::clone(&slots),
         );
         let (triggers, receiver) = mpsc::channel(16);
+        shared.events.set_last_reload(crate::events::ReloadRecord {
+            success: true,
+            at: std::time::SystemTime::now(),
+            error: None,
+        });
         let _ = shared.triggers.set(triggers.clone());
 
         let (stop, stop_rx) = watch::channel(false);

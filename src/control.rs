@@ -23,6 +23,7 @@ use crate::config::{self, Config, Release};
 use crate::engine::Engine;
 use crate::events::{EventKind, ReloadRecord};
 use crate::health::Probes;
+use crate::prometheus;
 use crate::snapshot::Snapshot;
 
 /// How often the release engine looks whether an analysis is due.
@@ -52,6 +53,9 @@ pub struct Control {
     path: Option<PathBuf>,
     engine: Engine,
     probes: Probes,
+    prometheus: prometheus::PromClient,
+    /// Backends whose Prometheus query is in flight.
+    querying: std::collections::HashSet<String>,
     last_hash: Option<u64>,
     slots: Arc<Semaphore>,
     max_connections: usize,
@@ -72,11 +76,13 @@ impl Control {
         let snapshot = shared.snapshot.load_full();
         let config = &snapshot.config;
         let mut engine = Engine::new(config.state_file.clone());
-        engine.reconcile(&snapshot, &shared.events);
+        engine.reconcile(&snapshot, &shared);
         Control {
             path,
             engine,
             probes: Probes::default(),
+            prometheus: prometheus::client(),
+            querying: Default::default(),
             last_hash: text.map(content_hash),
             slots,
             max_connections: config.limits.max_connections,
@@ -93,6 +99,7 @@ impl Control {
     pub async fn run(mut self, mut triggers: mpsc::Receiver<Trigger>) {
         self.probes
             .reconcile(&self.shared.snapshot.load_full(), &self.shared);
+        let (verdicts_tx, mut verdicts_rx) = mpsc::channel(16);
         let mut tick = tokio::time::interval(ENGINE_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -110,7 +117,7 @@ impl Control {
                     }
                     Some(Trigger::Action { backend, action, reply }) => {
                         let snapshot = self.shared.snapshot.load_full();
-                        let _ = reply.send(self.engine.act(&snapshot, &backend, action, &self.shared.events));
+                        let _ = reply.send(self.engine.act(&snapshot, &backend, action, &self.shared));
                     }
                     Some(Trigger::Inspect(reply)) => {
                         let snapshot = self.shared.snapshot.load_full();
@@ -124,7 +131,23 @@ impl Control {
                 },
                 _ = tick.tick() => {
                     let snapshot = self.shared.snapshot.load_full();
-                    self.engine.tick(&snapshot, &self.shared.events);
+                    for query in self.engine.tick(&snapshot, &self.shared) {
+                        // One query per backend at a time; a slow Prometheus
+                        // delays decisions, it never queues them up.
+                        if !self.querying.insert(query.backend.clone()) {
+                            continue;
+                        }
+                        let (client, verdicts) = (self.prometheus.clone(), verdicts_tx.clone());
+                        tokio::spawn(async move {
+                            let verdict = prometheus::analyse(&client, &query).await;
+                            let _ = verdicts.send((query.backend, verdict)).await;
+                        });
+                    }
+                }
+                Some((backend, verdict)) = verdicts_rx.recv() => {
+                    self.querying.remove(&backend);
+                    let snapshot = self.shared.snapshot.load_full();
+                    self.engine.decide(&snapshot, &backend, &verdict, &self.shared);
                 }
             }
         }
@@ -168,6 +191,7 @@ impl Control {
         }
         let first = error.lines().next().unwrap_or_default().to_string();
         self.shared.reload_errors.fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.reload(false);
         self.shared.events.set_last_reload(ReloadRecord {
             success: false,
             at: SystemTime::now(),
@@ -186,13 +210,15 @@ impl Control {
             Arc::new(config),
             self.fixed.workers,
             Some(&previous),
+            &self.shared.metrics,
         ));
         // Live weights are set before the snapshot serves its first request.
-        self.engine.reconcile(&next, &self.shared.events);
+        self.engine.reconcile(&next, &self.shared);
         self.shared.snapshot.store(Arc::clone(&next));
         self.probes.reconcile(&next, &self.shared);
         let generation = self.shared.generation.fetch_add(1, Ordering::Relaxed) + 1;
         self.shared.reloads.fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.reload(true);
         let summary = if changes.is_empty() {
             "no changes".to_string()
         } else {

@@ -14,9 +14,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::app::Shared;
 use crate::config::{AnalysisSource, Release};
 use crate::endpoint::clock_ms;
-use crate::events::{EventKind, Events};
+use crate::events::EventKind;
 use crate::release::bucket::threshold;
 use crate::release::progress::{self, Action, Change, Phase, Plan};
 use crate::release::verdict::{judge, Thresholds, Verdict};
@@ -49,6 +50,19 @@ impl ReleaseState {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct StateFile {
     backends: BTreeMap<String, ReleaseState>,
+}
+
+/// A fleet-wide analysis to run against Prometheus (see `prometheus`).
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub backend: String,
+    pub version: String,
+    pub url: String,
+    pub requests: Option<String>,
+    pub error_rate: Option<String>,
+    pub p99: Option<String>,
+    pub window: std::time::Duration,
+    pub limits: Thresholds,
 }
 
 /// Why an operator action was not carried out.
@@ -115,7 +129,7 @@ impl Engine {
 
     /// Brings the release states in line with a new snapshot and sets its
     /// live weights. Called before the snapshot serves.
-    pub fn reconcile(&mut self, snapshot: &Snapshot, events: &Events) {
+    pub fn reconcile(&mut self, snapshot: &Snapshot, shared: &Shared) {
         if snapshot.config.state_file != self.state_file {
             self.state_file = snapshot.config.state_file.clone();
         }
@@ -133,7 +147,7 @@ impl Engine {
                     match self.releases.remove(&backend.name) {
                         Some(ReleaseState::Canary(mut s)) if s.identity == identity => {
                             if let Some(change) = s.reconfigure(&plan, now) {
-                                report(&backend.name, &change, events);
+                                report(&backend.name, &change, shared);
                             }
                             ReleaseState::Canary(s)
                         }
@@ -149,7 +163,7 @@ impl Engine {
                     match self.releases.remove(&backend.name) {
                         Some(ReleaseState::BlueGreen(mut s)) if s.identity == identity => {
                             if let Some(change) = s.reconfigure(&b.active, identity, now) {
-                                report(&backend.name, &change, events);
+                                report(&backend.name, &change, shared);
                             }
                             ReleaseState::BlueGreen(s)
                         }
@@ -169,16 +183,17 @@ impl Engine {
         }
     }
 
-    /// Runs the analysis of every backend whose interval has come.
-    pub fn tick(&mut self, snapshot: &Snapshot, events: &Events) {
+    /// Runs the analysis of every backend whose interval has come. Local
+    /// windows are judged at once; for the Prometheus source the queries to
+    /// run are returned, and their verdicts come back through [`Engine::decide`].
+    pub fn tick(&mut self, snapshot: &Snapshot, shared: &Shared) -> Vec<Query> {
         let mono = clock_ms();
-        let now = wall_ms();
-        let mut changed = false;
+        let mut queries = Vec::new();
         for backend in &snapshot.backends {
             let Some(analysis) = &backend.analysis else {
                 continue;
             };
-            let Some(state) = self.releases.get_mut(&backend.name) else {
+            let Some(state) = self.releases.get(&backend.name) else {
                 continue;
             };
             let interval = analysis.interval.as_millis() as u64;
@@ -187,47 +202,81 @@ impl Engine {
                 continue;
             }
             *last = mono;
+            let version = match state {
+                ReleaseState::Canary(_) => match snapshot
+                    .config
+                    .backends
+                    .get(&backend.name)
+                    .map(|b| &b.release)
+                {
+                    Some(Release::Canary(c)) => c.canary.clone(),
+                    _ => continue,
+                },
+                ReleaseState::BlueGreen(s) => s.active.clone(),
+            };
             let limits = Thresholds {
                 min_requests: analysis.min_requests,
                 max_error_rate: analysis.max_error_rate,
                 max_p99_ms: analysis.max_p99_latency.as_secs_f64() * 1e3,
             };
-            let judged = |version: &str| -> Verdict {
-                if let AnalysisSource::Prometheus { .. } = analysis.source {
-                    // Fleet-wide figures come with the Prometheus source;
-                    // without them nothing is decided, never a rollback.
-                    return Verdict::Inconclusive;
-                }
-                match backend.version_named(version) {
-                    Some(v) => judge(version, &v.window.figures(mono, analysis.window), &limits),
-                    None => Verdict::Inconclusive,
-                }
-            };
-            let change = match state {
-                ReleaseState::Canary(s) => {
-                    let Some(Release::Canary(c)) = snapshot
-                        .config
-                        .backends
-                        .get(&backend.name)
-                        .map(|b| &b.release)
-                    else {
-                        continue;
+            match &analysis.source {
+                AnalysisSource::Local => {
+                    let verdict = match backend.version_named(&version) {
+                        Some(v) => {
+                            judge(&version, &v.window.figures(mono, analysis.window), &limits)
+                        }
+                        None => Verdict::Inconclusive,
                     };
-                    let verdict = judged(&c.canary);
-                    s.tick(&plan(c), &verdict, now)
+                    self.decide(snapshot, &backend.name, &verdict, shared);
                 }
-                ReleaseState::BlueGreen(s) => {
-                    let verdict = judged(&s.active.clone());
-                    s.tick(&verdict, analysis.window.as_millis() as u64, now)
+                AnalysisSource::Prometheus {
+                    url,
+                    requests_query,
+                    error_rate_query,
+                    p99_query,
+                } => {
+                    queries.push(Query {
+                        backend: backend.name.clone(),
+                        version,
+                        url: url.clone(),
+                        requests: requests_query.clone(),
+                        error_rate: error_rate_query.clone(),
+                        p99: p99_query.clone(),
+                        window: analysis.window,
+                        limits,
+                    });
                 }
-            };
-            if let Some(change) = change {
-                report(&backend.name, &change, events);
-                apply_live(backend, state);
-                changed = true;
             }
         }
-        if changed {
+        queries
+    }
+
+    /// Applies one analysis verdict to `backend`'s release.
+    pub fn decide(
+        &mut self,
+        snapshot: &Snapshot,
+        backend: &str,
+        verdict: &Verdict,
+        shared: &Shared,
+    ) {
+        let (Some(rt), Some(state)) = (snapshot.backend(backend), self.releases.get_mut(backend))
+        else {
+            return;
+        };
+        let Some(analysis) = &rt.analysis else { return };
+        let now = wall_ms();
+        let change = match state {
+            ReleaseState::Canary(s) => {
+                match snapshot.config.backends.get(backend).map(|b| &b.release) {
+                    Some(Release::Canary(c)) => s.tick(&plan(c), verdict, now),
+                    _ => None,
+                }
+            }
+            ReleaseState::BlueGreen(s) => s.tick(verdict, analysis.window.as_millis() as u64, now),
+        };
+        if let Some(change) = change {
+            report(backend, &change, shared);
+            apply_live(rt, state);
             self.persist();
         }
     }
@@ -238,7 +287,7 @@ impl Engine {
         snapshot: &Snapshot,
         backend: &str,
         action: Action,
-        events: &Events,
+        shared: &Shared,
     ) -> Result<String, ActError> {
         let rt = snapshot
             .backend(backend)
@@ -260,7 +309,7 @@ impl Engine {
             ReleaseState::BlueGreen(s) => s.act(action, now),
         }
         .map_err(ActError::Conflict)?;
-        report(backend, &change, events);
+        report(backend, &change, shared);
         apply_live(rt, state);
         self.persist();
         Ok(change.message)
@@ -292,13 +341,16 @@ fn apply_live(backend: &BackendRt, state: &ReleaseState) {
     }
 }
 
-fn report(backend: &str, change: &Change, events: &Events) {
+fn report(backend: &str, change: &Change, shared: &Shared) {
     if change.kind == EventKind::Rollback {
+        shared.metrics.rollbacks.with_label_values(&[backend]).inc();
         tracing::warn!(backend, reason = %change.message, "release rolled back");
     } else {
         tracing::info!(backend, kind = change.kind.as_str(), "{}", change.message);
     }
-    events.push(change.kind, Some(backend), change.message.clone());
+    shared
+        .events
+        .push(change.kind, Some(backend), change.message.clone());
 }
 
 fn restore(path: &Path) -> BTreeMap<String, ReleaseState> {

@@ -18,6 +18,7 @@
 //! - [`engine`]: each backend's release state driven by the analysis:
 //!   steps, rollbacks, operator actions, the state file.
 //! - [`health`]: active probe loops, one per endpoint, following reloads.
+//! - [`prometheus`]: the fleet-wide analysis source (PromQL over HTTP).
 //! - [`server`]: listeners (one `SO_REUSEPORT` socket per worker), HTTP/1.1 +
 //!   h2c serving, and the connection [`server::guard`] (timeouts, head limits,
 //!   framing checks).
@@ -28,7 +29,9 @@
 //! - [`body`]: streaming request and response bodies.
 //! - [`error`]: `ProxyError` and its one status mapping.
 //! - [`access_log`]: one line per request.
-//! - [`admin`]: the admin listener.
+//! - [`metrics`]: the Prometheus registry and every metric (SPEC §7).
+//! - [`admin`]: the admin listener: probes, metrics, status, dashboard, actions.
+//! - [`status`]: the `/status` document and the state gauges.
 //! - [`request_id`]: request ids and the per-thread random generator.
 #![forbid(unsafe_code)]
 
@@ -43,12 +46,15 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod health;
+pub mod metrics;
+pub mod prometheus;
 pub mod proxy;
 pub mod release;
 pub mod request_id;
 pub mod server;
 pub mod snapshot;
 pub mod stats;
+pub mod status;
 pub mod upstream;
 
 pub use app::Gateway;

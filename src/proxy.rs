@@ -24,11 +24,12 @@ use crate::endpoint::{clock_ms, Endpoint, InFlight};
 use crate::error::UpstreamFailure;
 use crate::error::{error_body, ProxyError};
 use crate::events::EventKind;
+use crate::metrics::VersionMetrics;
 use crate::release::bucket::{bucket, cookie_value};
 use crate::release::split::{choose, Inputs};
 use crate::request_id::{new_request_id, random_below, random_u64};
 use crate::server::guard::ConnState;
-use crate::snapshot::{BackendRt, Snapshot, VersionRt};
+use crate::snapshot::{BackendRt, RouteRt, Snapshot, VersionRt};
 use crate::upstream;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -81,6 +82,8 @@ struct Exchange {
     upstream_ms: Option<f64>,
     /// The canary failed and stable answered instead.
     retried: bool,
+    /// An upstream attempt was made (and counted in the metrics).
+    attempted: bool,
 }
 
 /// Serves one request; never fails (errors become responses).
@@ -127,6 +130,14 @@ pub async fn handle(
             response
         }
     };
+    if !ex.attempted {
+        // The gateway answered by itself: count it on the route, or as
+        // unrouted.
+        let metrics = ex
+            .route
+            .map_or(&snapshot.unrouted, |r| &snapshot.routes[r].own);
+        metrics.observe(response.status().as_u16(), started.elapsed().as_secs_f64());
+    }
 
     let headers = response.headers_mut();
     if let (Some(backend), Some(v)) = (&ex.backend, ex.version) {
@@ -204,8 +215,17 @@ async fn forward(
     })
     .ok_or_else(|| ProxyError::NoHealthyEndpoint(backend.name.clone()))?;
     if let Some(from) = decision.fallback_from {
-        tracing::debug!(backend = %backend.name, from = %backend.versions[from].name,
-            to = %backend.versions[decision.version].name, "version fallback");
+        let (from, to) = (
+            &backend.versions[from].name,
+            &backend.versions[decision.version].name,
+        );
+        tracing::debug!(backend = %backend.name, %from, %to, "version fallback");
+        worker
+            .shared
+            .metrics
+            .fallbacks
+            .with_label_values(&[&backend.name, from, to])
+            .inc();
     }
     ex.version = Some(decision.version);
 
@@ -233,14 +253,14 @@ async fn forward(
     });
     let copy = (retry_on.is_some() || mirror_to.is_some()).then(|| copy_head(&parts));
     if let (Some(canary), Some(head)) = (mirror_to, copy.as_ref()) {
-        let events = Arc::clone(&worker.shared);
         tokio::spawn(mirror(
             worker.id,
             Arc::clone(&backend),
             canary,
             copy_head(head),
             route.timeout,
-            events,
+            Arc::clone(&worker.shared),
+            route.metrics[canary].clone(),
         ));
     }
 
@@ -248,6 +268,7 @@ async fn forward(
     let target = Target {
         worker: worker.id,
         backend: &backend,
+        route,
         timeout: route.timeout,
         body_limit: limits.max_body_bytes,
     };
@@ -296,6 +317,7 @@ async fn forward(
 struct Target<'a> {
     worker: usize,
     backend: &'a BackendRt,
+    route: &'a RouteRt,
     timeout: std::time::Duration,
     body_limit: u64,
 }
@@ -328,7 +350,9 @@ async fn attempt(
     .await;
     let elapsed = started.elapsed();
     ex.upstream_ms = Some(elapsed.as_secs_f64() * 1e3);
-    record_outcome(backend, v, endpoint, &result, elapsed, shared);
+    ex.attempted = true;
+    let metrics = &target.route.metrics[version];
+    record_outcome(backend, v, endpoint, &result, elapsed, shared, metrics);
     result
 }
 
@@ -340,7 +364,16 @@ fn record_outcome(
     result: &Result<Response<Incoming>, ProxyError>,
     elapsed: std::time::Duration,
     shared: &Shared,
+    metrics: &VersionMetrics,
 ) {
+    let status = match result {
+        Ok(response) => response.status(),
+        Err(e) => e.status(),
+    };
+    metrics.observe(status.as_u16(), elapsed.as_secs_f64());
+    if let Some(kind) = result.as_ref().err().and_then(ProxyError::upstream_failure) {
+        metrics.upstream_error(kind);
+    }
     let error = match result {
         Ok(response) => response.status().is_server_error(),
         Err(e) => match e.upstream_failure() {
@@ -382,6 +415,7 @@ async fn mirror(
     mut parts: http::request::Parts,
     timeout: std::time::Duration,
     shared: Arc<Shared>,
+    metrics: VersionMetrics,
 ) {
     let v = &backend.versions[canary];
     let Some(endpoint) = v.pick(backend.load_balancing) else {
@@ -404,7 +438,15 @@ async fn mirror(
         0,
     )
     .await;
-    record_outcome(&backend, v, endpoint, &result, started.elapsed(), &shared);
+    record_outcome(
+        &backend,
+        v,
+        endpoint,
+        &result,
+        started.elapsed(),
+        &shared,
+        &metrics,
+    );
     if let Ok(response) = result {
         // Read the answer to its end so the connection goes back to the pool.
         let mut body = response.into_body();

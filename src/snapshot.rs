@@ -17,6 +17,7 @@ use http::{HeaderName, HeaderValue};
 
 use crate::config::{self, Analysis, Config, LoadBalancing, Outlier, Release, Sticky};
 use crate::endpoint::Endpoint;
+use crate::metrics::{Metrics, VersionMetrics};
 use crate::release::bucket::threshold;
 use crate::release::split::{Split, VersionIdx};
 use crate::release::table::RouteTable;
@@ -28,12 +29,18 @@ pub struct Snapshot {
     pub table: RouteTable,
     pub routes: Vec<RouteRt>,
     pub backends: Vec<Arc<BackendRt>>,
+    /// Metric handles for answers no route matched.
+    pub unrouted: VersionMetrics,
 }
 
 pub struct RouteRt {
     pub name: String,
     pub backend: usize,
     pub timeout: Duration,
+    /// Metric handles per version of the route's backend (by index).
+    pub metrics: Vec<VersionMetrics>,
+    /// Metric handles for the gateway's own answers on this route (503...).
+    pub own: VersionMetrics,
 }
 
 /// The shape of a backend's release, by version index.
@@ -274,7 +281,12 @@ impl Snapshot {
     /// Compiles a validated config for `workers` worker threads, carrying over
     /// the live state of every unchanged endpoint and window from `previous`.
     /// Cannot fail: validation already checked every reference and address.
-    pub fn build(config: Arc<Config>, workers: usize, previous: Option<&Snapshot>) -> Self {
+    pub fn build(
+        config: Arc<Config>,
+        workers: usize,
+        previous: Option<&Snapshot>,
+        metrics: &Metrics,
+    ) -> Self {
         let names: Vec<&String> = config.backends.keys().collect();
         let backends = config
             .backends
@@ -287,16 +299,29 @@ impl Snapshot {
         let routes = config
             .routes
             .iter()
-            .map(|r| RouteRt {
-                name: r.name.clone(),
-                backend: names.iter().position(|n| **n == r.backend).unwrap_or(0),
-                timeout: r.timeout,
+            .map(|r| {
+                let versions: Vec<&String> = config
+                    .backends
+                    .get(&r.backend)
+                    .map(|b| b.versions.keys().collect())
+                    .unwrap_or_default();
+                RouteRt {
+                    name: r.name.clone(),
+                    backend: names.iter().position(|n| **n == r.backend).unwrap_or(0),
+                    timeout: r.timeout,
+                    metrics: versions
+                        .iter()
+                        .map(|v| metrics.version(&r.name, &r.backend, v))
+                        .collect(),
+                    own: metrics.version(&r.name, &r.backend, ""),
+                }
             })
             .collect();
         Snapshot {
             table: RouteTable::new(&config.routes),
             routes,
             backends,
+            unrouted: metrics.version("", "", ""),
             config,
         }
     }

@@ -158,6 +158,7 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 }
 
 async fn accept_loop(serving: Arc<Serving>, bound: BoundListener, mut stop: watch::Receiver<bool>) {
+    let open = serving.worker.shared.metrics.connections(&bound.name);
     loop {
         // A free connection slot first: over max_connections, new
         // connections wait in the kernel's accept queue.
@@ -203,10 +204,13 @@ async fn accept_loop(serving: Arc<Serving>, bound: BoundListener, mut stop: watc
             .serve_connection_with_upgrades(io, service)
             .into_owned();
         let watched = serving.graceful.watch(connection);
+        open.inc();
+        let open = open.clone();
         tokio::spawn(async move {
             if let Err(e) = watched.await {
                 tracing::trace!(error = %e, "connection ended with an error");
             }
+            open.dec();
             drop(permit);
         });
     }

@@ -1,0 +1,177 @@
+//! Metrics (SPEC §7): one explicit registry, owned here, with every metric's
+//! name, type and labels. The request path only touches pre-resolved handles
+//! ([`VersionMetrics`], built once per snapshot); label lookups happen when a
+//! snapshot is built, never per request. State gauges (weights, phases,
+//! endpoint health) are refreshed when `/metrics` is scraped.
+
+use prometheus::core::Collector;
+use prometheus::{
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::error::UpstreamFailure;
+
+/// Latency buckets in seconds: 1 ms to 10 s.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+const FAILURE_KINDS: [UpstreamFailure; 4] = [
+    UpstreamFailure::Connect,
+    UpstreamFailure::Timeout,
+    UpstreamFailure::Reset,
+    UpstreamFailure::Protocol,
+];
+
+pub struct Metrics {
+    pub registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    upstream_errors: IntCounterVec,
+    pub canary_weight: GaugeVec,
+    pub release_phase: IntGaugeVec,
+    pub rollbacks: IntCounterVec,
+    pub endpoint_healthy: IntGaugeVec,
+    pub fallbacks: IntCounterVec,
+    reloads: IntCounterVec,
+    active_connections: IntGaugeVec,
+}
+
+/// Pre-resolved handles for one (route, backend, version) label set.
+#[derive(Clone)]
+pub struct VersionMetrics {
+    codes: [IntCounter; 5],
+    duration: Histogram,
+    errors: [IntCounter; 4],
+}
+
+impl VersionMetrics {
+    /// Counts one answer (an upstream attempt, or the gateway's own).
+    pub fn observe(&self, status: u16, seconds: f64) {
+        let class = (usize::from(status / 100)).clamp(1, 5) - 1;
+        self.codes[class].inc();
+        self.duration.observe(seconds);
+    }
+
+    pub fn upstream_error(&self, kind: UpstreamFailure) {
+        let i = FAILURE_KINDS.iter().position(|k| *k == kind).unwrap_or(0);
+        self.errors[i].inc();
+    }
+}
+
+fn must<T>(result: prometheus::Result<T>) -> T {
+    // Names and labels below are constants; a failure here is a programming
+    // error caught by the first test that builds a Metrics.
+    match result {
+        Ok(value) => value,
+        Err(e) => panic!("invalid metric definition: {e}"),
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = must(IntCounterVec::new(Opts::new(name, help), labels));
+            must(registry.register(Box::new(c.clone())));
+            c
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = must(IntGaugeVec::new(Opts::new(name, help), labels));
+            must(registry.register(Box::new(g.clone())));
+            g
+        };
+        let duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "switchyard_request_duration_seconds",
+                "Time to the response head, per upstream attempt",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["route", "backend", "version"],
+        ));
+        must(registry.register(Box::new(duration.clone())));
+        let process = prometheus::process_collector::ProcessCollector::for_self();
+        if !process.desc().is_empty() {
+            must(registry.register(Box::new(process)));
+        }
+        Metrics {
+            requests: counter(
+                "switchyard_requests_total",
+                "Answers per upstream attempt (retries and mirrors included) and the gateway's own answers, by status class",
+                &["route", "backend", "version", "code"],
+            ),
+            duration,
+            upstream_errors: counter(
+                "switchyard_upstream_errors_total",
+                "Upstream failures by kind",
+                &["backend", "version", "kind"],
+            ),
+            canary_weight: {
+                let g = must(GaugeVec::new(
+                    Opts::new("switchyard_canary_weight_percent", "Canary weight in force"),
+                    &["backend"],
+                ));
+                must(registry.register(Box::new(g.clone())));
+                g
+            },
+            release_phase: gauge("switchyard_release_phase", "1 for the release's current phase", &["backend", "phase"]),
+            rollbacks: counter("switchyard_rollbacks_total", "Automatic and operator rollbacks", &["backend"]),
+            endpoint_healthy: gauge(
+                "switchyard_endpoint_healthy",
+                "1 when the endpoint takes traffic (healthy and not ejected)",
+                &["backend", "version", "endpoint"],
+            ),
+            fallbacks: counter(
+                "switchyard_version_fallbacks_total",
+                "Requests served by the other version because the chosen one had no usable endpoint",
+                &["backend", "from", "to"],
+            ),
+            reloads: counter("switchyard_config_reloads_total", "Config reloads by result", &["result"]),
+            active_connections: gauge("switchyard_active_connections", "Open client connections", &["listener"]),
+            registry,
+        }
+    }
+
+    /// Handles for one label set.
+    pub fn version(&self, route: &str, backend: &str, version: &str) -> VersionMetrics {
+        VersionMetrics {
+            codes: CODE_CLASSES.map(|code| {
+                self.requests
+                    .with_label_values(&[route, backend, version, code])
+            }),
+            duration: self.duration.with_label_values(&[route, backend, version]),
+            errors: FAILURE_KINDS.map(|kind| {
+                self.upstream_errors
+                    .with_label_values(&[backend, version, kind.as_str()])
+            }),
+        }
+    }
+
+    pub fn reload(&self, success: bool) {
+        self.reloads
+            .with_label_values(&[if success { "success" } else { "error" }])
+            .inc();
+    }
+
+    pub fn connections(&self, listener: &str) -> IntGauge {
+        self.active_connections.with_label_values(&[listener])
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let families = self.registry.gather();
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+            tracing::warn!(error = %e, "metrics encoding failed");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,194 @@
+//! The `/status` document (SPEC §6) and the state gauges of `/metrics`, both
+//! read from the current snapshot and the release engine's states.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Map, Value};
+
+use crate::app::Shared;
+use crate::config::{AnalysisSource, Release};
+use crate::endpoint::clock_ms;
+use crate::engine::ReleaseState;
+use crate::release::progress::Phase;
+use crate::snapshot::{BackendRt, Shape};
+
+/// The span over which `rate_rps` is computed.
+const RATE_SPAN: Duration = Duration::from_secs(10);
+
+fn rfc3339(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+fn from_wall_ms(ms: u64) -> String {
+    rfc3339(UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+/// Percent of traffic per version, by index, as the split stands now.
+pub fn weights(backend: &BackendRt) -> Vec<f64> {
+    let mut weights = vec![0.0; backend.versions.len()];
+    match backend.shape {
+        Shape::Single(v) => weights[v] = 100.0,
+        Shape::Canary { stable, canary } => {
+            let canary_share = f64::from(backend.live.threshold.load(Ordering::Relaxed)) / 100.0;
+            weights[canary] = canary_share;
+            weights[stable] = 100.0 - canary_share;
+        }
+        Shape::BlueGreen { .. } => {
+            let active = backend.live.active.load(Ordering::Relaxed);
+            if let Some(w) = weights.get_mut(active) {
+                *w = 100.0;
+            }
+        }
+    }
+    weights
+}
+
+fn role(backend: &BackendRt, index: usize) -> &'static str {
+    match backend.shape {
+        Shape::Single(_) => "only",
+        Shape::Canary { stable, .. } if index == stable => "stable",
+        Shape::Canary { canary, .. } if index == canary => "canary",
+        Shape::BlueGreen { .. } if index == backend.live.active.load(Ordering::Relaxed) => "active",
+        Shape::BlueGreen { preview: Some(p) } if index == p => "preview",
+        _ => "other",
+    }
+}
+
+/// The `/status` document.
+pub fn document(shared: &Shared, releases: &HashMap<String, ReleaseState>) -> Value {
+    let snapshot = shared.snapshot.load_full();
+    let now = clock_ms();
+    let mut backends = Map::new();
+    for backend in &snapshot.backends {
+        let Some(config) = snapshot.config.backends.get(&backend.name) else {
+            continue;
+        };
+        let state = releases.get(&backend.name);
+        let weights = weights(backend);
+        let window_span = backend
+            .analysis
+            .as_ref()
+            .map_or(Duration::from_secs(30), |a| a.window);
+        let mut versions = Map::new();
+        let mut weight_map = Map::new();
+        for (i, v) in backend.versions.iter().enumerate() {
+            let figures = v.window.figures(now, window_span);
+            let recent = v.window.figures(now, RATE_SPAN);
+            weight_map.insert(v.name.clone(), json!(weights[i]));
+            versions.insert(
+                v.name.clone(),
+                json!({
+                    "role": role(backend, i),
+                    "endpoints": v.endpoints.iter().map(|e| json!({
+                        "address": e.address,
+                        "healthy": e.healthy.load(Ordering::Relaxed),
+                        "ejected": e.ejected(),
+                        "in_flight": e.in_flight.load(Ordering::Relaxed),
+                    })).collect::<Vec<_>>(),
+                    "window": {
+                        "requests": figures.requests,
+                        "errors": figures.errors,
+                        "error_rate": figures.error_rate(),
+                        "p99_ms": figures.p99_ms,
+                    },
+                    "rate_rps": recent.requests as f64 / RATE_SPAN.as_secs_f64(),
+                }),
+            );
+        }
+        let (strategy, steps) = match &config.release {
+            Release::Single { .. } => ("single", Value::Null),
+            Release::Canary(c) => ("canary", json!(c.steps)),
+            Release::BlueGreen(_) => ("blue_green", Value::Null),
+        };
+        let (phase, reason, since, step) = match state {
+            Some(ReleaseState::Canary(c)) => {
+                (c.phase, c.reason.clone(), Some(c.since_ms), json!(c.step))
+            }
+            Some(ReleaseState::BlueGreen(b)) => {
+                (b.phase, b.reason.clone(), Some(b.since_ms), Value::Null)
+            }
+            None => (Phase::Stable, None, None, Value::Null),
+        };
+        let analysis = backend.analysis.as_ref().map_or(Value::Null, |a| {
+            json!({
+                "interval_ms": a.interval.as_millis() as u64,
+                "window_s": a.window.as_secs_f64(),
+                "min_requests": a.min_requests,
+                "max_error_rate": a.max_error_rate,
+                "max_p99_ms": a.max_p99_latency.as_secs_f64() * 1e3,
+                "source": match a.source { AnalysisSource::Local => "local", AnalysisSource::Prometheus { .. } => "prometheus" },
+            })
+        });
+        backends.insert(
+            backend.name.clone(),
+            json!({
+                "strategy": strategy,
+                "phase": phase.as_str(),
+                "reason": reason,
+                "since": since.map(from_wall_ms),
+                "weights": weight_map,
+                "step": step,
+                "steps": steps,
+                "analysis": analysis,
+                "versions": versions,
+            }),
+        );
+    }
+    let last_reload = shared.events.last_reload().map_or(Value::Null, |r| {
+        json!({
+            "result": if r.success { "success" } else { "error" },
+            "at": rfc3339(r.at),
+            "error": r.error,
+        })
+    });
+    let events: Vec<Value> = shared
+        .events
+        .recent()
+        .into_iter()
+        .rev()
+        .take(100)
+        .map(|e| json!({ "at": rfc3339(e.at), "backend": e.backend, "kind": e.kind.as_str(), "message": e.message }))
+        .collect();
+    json!({
+        "generation": shared.generation.load(Ordering::Relaxed),
+        "ready": shared.ready.load(Ordering::Relaxed),
+        "last_reload": last_reload,
+        "backends": backends,
+        "events": events,
+    })
+}
+
+/// Sets the state gauges (weight, phase, endpoint health) to what holds now;
+/// label sets of removed backends and endpoints disappear.
+pub fn refresh_gauges(shared: &Shared, releases: &HashMap<String, ReleaseState>) {
+    let snapshot = shared.snapshot.load_full();
+    let m = &shared.metrics;
+    m.canary_weight.reset();
+    m.release_phase.reset();
+    m.endpoint_healthy.reset();
+    for backend in &snapshot.backends {
+        if let Shape::Canary { .. } = backend.shape {
+            let weight = f64::from(backend.live.threshold.load(Ordering::Relaxed)) / 100.0;
+            m.canary_weight
+                .with_label_values(&[&backend.name])
+                .set(weight);
+        }
+        if let Some(state) = releases.get(&backend.name) {
+            for phase in Phase::ALL {
+                let on = i64::from(state.phase() == phase);
+                m.release_phase
+                    .with_label_values(&[&backend.name, phase.as_str()])
+                    .set(on);
+            }
+        }
+        for v in &backend.versions {
+            for e in &v.endpoints {
+                m.endpoint_healthy
+                    .with_label_values(&[&backend.name, &v.name, &e.address])
+                    .set(i64::from(e.usable()));
+            }
+        }
+    }
+}
