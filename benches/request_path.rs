@@ -6,6 +6,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::time::Duration;
 use switchyard::config;
+use switchyard::metrics::Metrics;
 use switchyard::release::bucket::{bucket, cookie_value, threshold};
 use switchyard::release::split::{choose, Inputs, Split};
 use switchyard::release::table::RouteTable;
@@ -105,5 +106,19 @@ fn stats_recording(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, route_lookup, version_choice, stats_recording);
+fn metrics_counting(c: &mut Criterion) {
+    let metrics = Metrics::new();
+    let handles = metrics.version("users", "users", "v2");
+    c.bench_function("metrics/observe_request", |b| {
+        b.iter(|| handles.observe(black_box(200), black_box(0.0025)))
+    });
+}
+
+criterion_group!(
+    benches,
+    route_lookup,
+    version_choice,
+    stats_recording,
+    metrics_counting
+);
 criterion_main!(benches);

@@ -37,8 +37,10 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 # --- What the tests need -------------------------------------------------------
-# The tests currently need only cargo. Later issues add their installs here,
-# for example:  need_apt prometheus chromium
+# chromium: the dashboard is rendered in a real headless browser (tests/browser.rs).
+# prometheus: promtool parses /metrics, and a real server drives the fleet-wide
+# analysis (tests/admin.rs, tests/fleet.rs).
+need_apt chromium prometheus
 # ------------------------------------------------------------------------------
 
 exec cargo test --all-targets "$@"

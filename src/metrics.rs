@@ -132,6 +132,15 @@ impl Metrics {
             active_connections: gauge("switchyard_active_connections", "Open client connections", &["listener"]),
             registry,
         }
+        .preset()
+    }
+
+    /// Creates the series that exist from the start (at 0).
+    fn preset(self) -> Self {
+        for result in ["success", "error"] {
+            self.reloads.with_label_values(&[result]);
+        }
+        self
     }
 
     /// Handles for one label set.

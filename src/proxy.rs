@@ -26,7 +26,7 @@ use crate::error::{error_body, ProxyError};
 use crate::events::EventKind;
 use crate::metrics::VersionMetrics;
 use crate::release::bucket::{bucket, cookie_value};
-use crate::release::split::{choose, Inputs};
+use crate::release::split::{choose, Inputs, Reason};
 use crate::request_id::{new_request_id, random_below, random_u64};
 use crate::server::guard::ConnState;
 use crate::snapshot::{BackendRt, RouteRt, Snapshot, VersionRt};
@@ -241,9 +241,12 @@ async fn forward(
     let replayable = !upgrade
         && (bodiless || matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS));
     let on_canary = backend.canary() == Some(decision.version);
+    // A request forced onto a version by the override header is answered by
+    // that version, failure or not: hiding it would defeat the preview.
+    let forced = decision.reason == Reason::Override;
     let retry_on = backend
         .stable()
-        .filter(|_| on_canary && backend.retry_on_stable && replayable);
+        .filter(|_| on_canary && !forced && backend.retry_on_stable && replayable);
     let mirror_to = backend.canary().filter(|_| {
         !on_canary
             && backend.mirror_threshold > 0

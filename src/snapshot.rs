@@ -288,7 +288,7 @@ impl Snapshot {
         metrics: &Metrics,
     ) -> Self {
         let names: Vec<&String> = config.backends.keys().collect();
-        let backends = config
+        let backends: Vec<Arc<BackendRt>> = config
             .backends
             .values()
             .map(|b| {
@@ -317,6 +317,24 @@ impl Snapshot {
                 }
             })
             .collect();
+        // Series that would otherwise appear only with their first event
+        // start at 0, so rates and alerts see them from the beginning.
+        for backend in &backends {
+            let backend: &Arc<BackendRt> = backend;
+            let pair = match backend.shape {
+                Shape::Canary { stable, canary } => Some((stable, canary)),
+                Shape::BlueGreen {
+                    preview: Some(preview),
+                } => Some((backend.live.active.load(Ordering::Relaxed), preview)),
+                Shape::Single(_) | Shape::BlueGreen { preview: None } => None,
+            };
+            if let Some((a, b)) = pair {
+                metrics.rollbacks.with_label_values(&[&backend.name]);
+                let (a, b) = (&backend.versions[a].name, &backend.versions[b].name);
+                metrics.fallbacks.with_label_values(&[&backend.name, a, b]);
+                metrics.fallbacks.with_label_values(&[&backend.name, b, a]);
+            }
+        }
         Snapshot {
             table: RouteTable::new(&config.routes),
             routes,

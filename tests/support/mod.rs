@@ -29,6 +29,7 @@ mod client;
 mod gateway;
 mod process;
 mod raw;
+mod tools;
 mod ws;
 
 // Re-exports for `use support::*;`. A test file that leaves some unused must
@@ -43,6 +44,8 @@ pub use gateway::{canary, head, single, TestGateway};
 pub use process::{Process, BIN};
 #[allow(unused_imports)]
 pub use raw::{RawServer, GARBAGE};
+#[allow(unused_imports)]
+pub use tools::require;
 #[allow(unused_imports)]
 pub use ws::websocket_accept;
 

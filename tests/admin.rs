@@ -1,0 +1,393 @@
+//! The admin API: probes, metrics (parsed by Prometheus's own `promtool`,
+//! counters moving with traffic), `/status`, the dashboard page, and every
+//! POST with its token rules.
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use serde_json::Value;
+use support::*;
+
+fn post(url: &str, token: Option<&str>) -> Request<Full<Bytes>> {
+    let mut req = Request::post(url);
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    req.body(Full::new(Bytes::new())).expect("request")
+}
+
+/// Parses the text exposition into `name{labels}` → value.
+fn samples(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            Some((key.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn sample(all: &HashMap<String, f64>, name: &str, labels: &[(&str, &str)]) -> f64 {
+    all.iter()
+        .filter(|(key, _)| {
+            key.starts_with(&format!("{name}{{"))
+                && labels
+                    .iter()
+                    .all(|(k, v)| key.contains(&format!("{k}=\"{v}\"")))
+        })
+        .map(|(_, v)| *v)
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_have_the_spec_names_parse_with_promtool_and_move_with_traffic() {
+    let promtool = require("promtool", "prometheus");
+    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
+    let gw = TestGateway::start(&canary(
+        v1.addr(),
+        v2.addr(),
+        50.0,
+        "override_header: x-version",
+    ));
+    let client = Client::new();
+    for _ in 0..40 {
+        client.get(&gw.url("/")).await;
+    }
+    client
+        .get_with(&gw.url("/status/503"), &[("x-version", "v2")])
+        .await;
+    let resp = client.get(&gw.admin_url("/metrics")).await;
+    assert_eq!(resp.status, 200);
+    assert!(resp
+        .header("content-type")
+        .unwrap_or("")
+        .starts_with("text/plain; version=0.0.4"));
+    let text = resp.text();
+
+    let mut check = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    check
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    let out = check.wait_with_output().expect("promtool output");
+    assert!(
+        out.status.success(),
+        "promtool rejected the exposition: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    for (name, kind) in [
+        ("switchyard_requests_total", "counter"),
+        ("switchyard_request_duration_seconds", "histogram"),
+        ("switchyard_upstream_errors_total", "counter"),
+        ("switchyard_canary_weight_percent", "gauge"),
+        ("switchyard_release_phase", "gauge"),
+        ("switchyard_rollbacks_total", "counter"),
+        ("switchyard_endpoint_healthy", "gauge"),
+        ("switchyard_version_fallbacks_total", "counter"),
+        ("switchyard_config_reloads_total", "counter"),
+        ("switchyard_active_connections", "gauge"),
+        ("process_resident_memory_bytes", "gauge"),
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {name} {kind}")),
+            "{name} ({kind}) missing"
+        );
+    }
+    let all = samples(&text);
+    let ok = sample(
+        &all,
+        "switchyard_requests_total",
+        &[("route", "all"), ("backend", "app"), ("code", "2xx")],
+    );
+    assert_eq!(ok, 40.0);
+    let v2_5xx = sample(
+        &all,
+        "switchyard_requests_total",
+        &[("version", "v2"), ("code", "5xx")],
+    );
+    assert_eq!(v2_5xx, 1.0);
+    assert_eq!(
+        sample(
+            &all,
+            "switchyard_request_duration_seconds_count",
+            &[("backend", "app")]
+        ),
+        41.0
+    );
+    assert_eq!(
+        sample(
+            &all,
+            "switchyard_canary_weight_percent",
+            &[("backend", "app")]
+        ),
+        50.0
+    );
+    assert_eq!(
+        sample(
+            &all,
+            "switchyard_release_phase",
+            &[("backend", "app"), ("phase", "progressing")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &all,
+            "switchyard_release_phase",
+            &[("backend", "app"), ("phase", "rolled_back")]
+        ),
+        0.0
+    );
+    let endpoint = v2.addr().to_string();
+    assert_eq!(
+        sample(
+            &all,
+            "switchyard_endpoint_healthy",
+            &[("version", "v2"), ("endpoint", &endpoint)]
+        ),
+        1.0
+    );
+    assert!(
+        sample(
+            &all,
+            "switchyard_active_connections",
+            &[("listener", "http")]
+        ) >= 1.0
+    );
+
+    // A refused upstream counts as an upstream error of its kind.
+    drop(v1);
+    drop(v2);
+}
+
+#[tokio::test]
+async fn status_has_the_spec_shape() {
+    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
+    let gw = TestGateway::start(&canary(v1.addr(), v2.addr(), 25.0, "steps: [25, 50, 100]"));
+    let client = Client::new();
+    for _ in 0..20 {
+        client.get(&gw.url("/")).await;
+    }
+    let resp = client.get(&gw.admin_url("/status")).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+    let status: Value = serde_json::from_slice(&resp.body).expect("JSON");
+    assert_eq!(status["generation"], 1);
+    assert_eq!(status["last_reload"]["result"], "success");
+    assert!(status["last_reload"]["at"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
+    let app = &status["backends"]["app"];
+    assert_eq!(app["strategy"], "canary");
+    assert_eq!(app["phase"], "progressing");
+    assert_eq!(app["reason"], Value::Null);
+    assert_eq!(app["weights"]["v1"], 75.0);
+    assert_eq!(app["weights"]["v2"], 25.0);
+    assert_eq!(app["step"], 0);
+    let v1s = &app["versions"]["v1"];
+    assert_eq!(v1s["endpoints"][0]["address"], v1.addr().to_string());
+    assert_eq!(v1s["endpoints"][0]["healthy"], true);
+    assert_eq!(v1s["endpoints"][0]["ejected"], false);
+    let requests = app["versions"]["v1"]["window"]["requests"]
+        .as_u64()
+        .unwrap_or(0)
+        + app["versions"]["v2"]["window"]["requests"]
+            .as_u64()
+            .unwrap_or(0);
+    assert_eq!(requests, 20);
+    assert!(app["versions"]["v1"]["window"]["error_rate"].is_number());
+    assert!(app["versions"]["v1"]["window"]["p99_ms"].is_number());
+    assert!(status["events"].is_array());
+}
+
+#[tokio::test]
+async fn the_dashboard_is_one_self_contained_page() {
+    let v1 = Backend::start("v1").await;
+    let gw = TestGateway::start(&single(&[v1.addr()], "", ""));
+    let resp = Client::new().get(&gw.admin_url("/")).await;
+    assert_eq!(resp.status, 200);
+    assert!(resp
+        .header("content-type")
+        .unwrap_or("")
+        .starts_with("text/html"));
+    let page = resp.text();
+    assert!(page.contains("<script>") && page.contains("fetch(\"/status\""));
+    for external in ["src=\"http", "href=\"http", "<link", "@import", "cdn"] {
+        assert!(!page.contains(external), "external asset: {external}");
+    }
+}
+
+#[tokio::test]
+async fn probes_answer_and_unknown_paths_and_methods_are_refused() {
+    let v1 = Backend::start("v1").await;
+    let gw = TestGateway::start(&single(&[v1.addr()], "", ""));
+    let client = Client::new();
+    assert_eq!(client.get(&gw.admin_url("/healthz")).await.status, 200);
+    assert_eq!(client.get(&gw.admin_url("/readyz")).await.status, 200);
+    let missing = client.get(&gw.admin_url("/nope")).await;
+    assert_eq!(missing.status, 404);
+    assert!(missing.text().contains("no admin endpoint at /nope"));
+    let wrong = client.request(post(&gw.admin_url("/status"), None)).await;
+    assert_eq!(wrong.status, 405);
+    assert_eq!(wrong.header("allow"), Some("GET, HEAD"));
+    let get_action = client
+        .get(&gw.admin_url("/admin/backends/app/promote"))
+        .await;
+    assert_eq!(get_action.status, 405);
+}
+
+#[tokio::test]
+async fn post_actions_need_the_bearer_token_and_answer_json() {
+    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret\n").expect("write token");
+    let yaml = canary(v1.addr(), v2.addr(), 10.0, "").replace(
+        "admin:\n  bind: \"127.0.0.1:0\"\n",
+        &format!(
+            "admin:\n  bind: \"127.0.0.1:0\"\n  token_file: {}\n",
+            token_file.display()
+        ),
+    );
+    let gw = TestGateway::start(&yaml);
+    let client = Client::new();
+    let url = gw.admin_url("/admin/backends/app/pause");
+    let none = client.request(post(&url, None)).await;
+    assert_eq!(none.status, 401);
+    assert_eq!(none.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(client.request(post(&url, Some("wrong"))).await.status, 403);
+
+    let paused = client.request(post(&url, Some("s3cret"))).await;
+    assert_eq!(paused.status, 200, "{}", paused.text());
+    let body: Value = serde_json::from_slice(&paused.body).expect("JSON");
+    assert_eq!(
+        (body["backend"].as_str(), body["phase"].as_str()),
+        (Some("app"), Some("paused"))
+    );
+
+    let again = client.request(post(&url, Some("s3cret"))).await;
+    assert_eq!(again.status, 409);
+    assert!(serde_json::from_slice::<Value>(&again.body).expect("JSON")["error"].is_string());
+    for (action, phase) in [
+        ("resume", "progressing"),
+        ("promote", "promoted"),
+        ("abort", "rolled_back"),
+        ("retry", "progressing"),
+    ] {
+        let resp = client
+            .request(post(
+                &gw.admin_url(&format!("/admin/backends/app/{action}")),
+                Some("s3cret"),
+            ))
+            .await;
+        assert_eq!(resp.status, 200, "{action}: {}", resp.text());
+        let body: Value = serde_json::from_slice(&resp.body).expect("JSON");
+        assert_eq!(body["phase"], phase, "after {action}");
+    }
+    let unknown_backend = client
+        .request(post(
+            &gw.admin_url("/admin/backends/nope/abort"),
+            Some("s3cret"),
+        ))
+        .await;
+    assert_eq!(unknown_backend.status, 404);
+    assert!(
+        unknown_backend
+            .text()
+            .contains("unknown backend \\\"nope\\\""),
+        "{}",
+        unknown_backend.text()
+    );
+    let unknown_action = client
+        .request(post(
+            &gw.admin_url("/admin/backends/app/explode"),
+            Some("s3cret"),
+        ))
+        .await;
+    assert_eq!(unknown_action.status, 404);
+    assert_eq!(
+        unknown_action.header("content-type"),
+        Some("application/json")
+    );
+    // Started from a config value, there is no file to reload: refused, JSON.
+    let reload = client
+        .request(post(&gw.admin_url("/admin/reload"), Some("s3cret")))
+        .await;
+    assert_eq!(reload.status, 422);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&reload.body).expect("JSON")["result"],
+        "error"
+    );
+}
+
+#[tokio::test]
+async fn admin_reload_applies_the_file_and_reports_errors() {
+    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("switchyard.yaml");
+    std::fs::write(&path, canary(v1.addr(), v2.addr(), 0.0, "")).expect("write");
+    let gateway = switchyard::Gateway::start_from_file(&path).expect("start");
+    let admin = format!("http://{}", gateway.admin_addr());
+    let client = Client::new();
+    let applied = client
+        .request(post(&format!("{admin}/admin/reload"), None))
+        .await;
+    assert_eq!(applied.status, 200);
+    let body: Value = serde_json::from_slice(&applied.body).expect("JSON");
+    assert_eq!(
+        (body["result"].as_str(), body["generation"].as_u64()),
+        (Some("applied"), Some(2))
+    );
+    std::fs::write(&path, "routes: [").expect("write broken");
+    let refused = client
+        .request(post(&format!("{admin}/admin/reload"), None))
+        .await;
+    assert_eq!(refused.status, 422);
+    let body: Value = serde_json::from_slice(&refused.body).expect("JSON");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("switchyard.yaml:")),
+        "{body}"
+    );
+    let status: Value =
+        serde_json::from_slice(&client.get(&format!("{admin}/status")).await.body).expect("JSON");
+    assert_eq!(status["last_reload"]["result"], "error");
+    assert!(status["events"]
+        .as_array()
+        .is_some_and(|e| e.iter().any(|e| e["kind"] == "reload_error")));
+    let metrics = client.get(&format!("{admin}/metrics")).await.text();
+    let all = samples(&metrics);
+    assert_eq!(
+        sample(
+            &all,
+            "switchyard_config_reloads_total",
+            &[("result", "success")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &all,
+            "switchyard_config_reloads_total",
+            &[("result", "error")]
+        ),
+        1.0
+    );
+}
