@@ -163,6 +163,12 @@ impl Gateway {
         Self::launch(config, Some((path.to_path_buf(), text)), true)
     }
 
+    /// Serves a config that has no file behind it, owning the process's
+    /// signals (as [`Gateway::serve_file`] does).
+    pub fn serve_config(config: Config) -> Result<Gateway, StartError> {
+        Self::launch(config, None, true)
+    }
+
     /// Starts serving a config that has no file behind it (no reloads).
     pub fn start(config: Config) -> Result<Gateway, StartError> {
         Self::launch(config, None, false)

@@ -12,6 +12,7 @@
 //! - [`snapshot`]: one config generation compiled for the request path:
 //!   routes, backends, versions, endpoints with their live state, clients.
 //! - [`app`]: starts workers, admin and signals; owns shutdown.
+//! - [`demo`]: `switchyard demo`: demo backends, built-in config, load, story.
 //! - [`control`]: the only writer of the snapshot: reloads, validated whole,
 //!   swapped atomically with live state carried over.
 //! - [`events`]: last reload outcome and recent events, for `/status`.
@@ -41,6 +42,7 @@ pub mod app;
 pub mod body;
 pub mod config;
 pub mod control;
+pub mod demo;
 pub mod endpoint;
 pub mod engine;
 pub mod error;

@@ -2,11 +2,12 @@
 //! the config and hands over to the library.
 
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use switchyard::{config, Gateway};
+use switchyard::{config, demo, Gateway};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -32,6 +33,19 @@ enum Command {
     Run,
     /// Validate a config file: exit 0 with a summary, or 1 with every error.
     Check,
+    /// Run the built-in demo: two demo backends, a canary that steps up, fails
+    /// and is rolled back, all on loopback. No file needed.
+    Demo {
+        /// Gateway listener address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Admin API and dashboard address.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+        /// Run the story this many times faster (tests use 20 or more).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -42,14 +56,35 @@ enum LogFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Run);
+    if let Command::Demo {
+        listen,
+        admin,
+        speed,
+    } = command
+    {
+        init_logging(cli.log_format, "warn");
+        let options = demo::Options {
+            listen: Some(listen),
+            admin: Some(admin),
+            speed,
+        };
+        return match demo::run(options) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("switchyard demo: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let Some(path) = cli.config.as_deref() else {
-        eprintln!("switchyard: no config file: pass -c FILE or set SWITCHYARD_CONFIG");
+        eprintln!("switchyard: no config file: pass -c FILE or set SWITCHYARD_CONFIG (or try `switchyard demo`)");
         return ExitCode::from(2);
     };
-    match cli.command.unwrap_or(Command::Run) {
+    match command {
         Command::Check => check(path),
-        Command::Run => {
-            init_logging(cli.log_format);
+        Command::Run | Command::Demo { .. } => {
+            init_logging(cli.log_format, "info");
             run(path)
         }
     }
@@ -83,8 +118,9 @@ fn run(path: &Path) -> ExitCode {
     }
 }
 
-fn init_logging(format: Option<LogFormat>) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+fn init_logging(format: Option<LogFormat>, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let json = match format {
         Some(LogFormat::Json) => true,
         Some(LogFormat::Text) => false,
