@@ -14,7 +14,7 @@ use crate::engine::ReleaseState;
 use crate::release::progress::Phase;
 use crate::snapshot::{BackendRt, Shape};
 
-/// The span over which `rate_rps` is computed.
+/// The span over which `rate_rps` is computed (shorter if the window is).
 const RATE_SPAN: Duration = Duration::from_secs(10);
 
 fn rfc3339(at: SystemTime) -> String {
@@ -75,7 +75,8 @@ pub fn document(shared: &Shared, releases: &HashMap<String, ReleaseState>) -> Va
         let mut weight_map = Map::new();
         for (i, v) in backend.versions.iter().enumerate() {
             let figures = v.window.figures(now, window_span);
-            let recent = v.window.figures(now, RATE_SPAN);
+            let rate_span = RATE_SPAN.min(window_span);
+            let recent = v.window.figures(now, rate_span);
             weight_map.insert(v.name.clone(), json!(weights[i]));
             versions.insert(
                 v.name.clone(),
@@ -93,7 +94,7 @@ pub fn document(shared: &Shared, releases: &HashMap<String, ReleaseState>) -> Va
                         "error_rate": figures.error_rate(),
                         "p99_ms": figures.p99_ms,
                     },
-                    "rate_rps": recent.requests as f64 / RATE_SPAN.as_secs_f64(),
+                    "rate_rps": recent.requests as f64 / rate_span.as_secs_f64(),
                 }),
             );
         }
