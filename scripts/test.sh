@@ -40,7 +40,8 @@ fi
 # chromium: the dashboard is rendered in a real headless browser (tests/browser.rs).
 # prometheus: promtool parses /metrics, and a real server drives the fleet-wide
 # analysis (tests/admin.rs, tests/fleet.rs).
-need_apt chromium prometheus
+# openssl: makes PKCS#1 and SEC1 keys for the TLS key-format test (tests/tls.rs).
+need_apt chromium prometheus openssl
 # ------------------------------------------------------------------------------
 
 exec cargo test --all-targets "$@"

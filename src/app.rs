@@ -104,6 +104,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("cannot watch the config file: {0}")]
     Watch(String),
+    #[error("TLS: {0}")]
+    Tls(crate::tls::TlsError),
 }
 
 /// A running gateway.
@@ -182,7 +184,8 @@ impl Gateway {
     ) -> Result<Gateway, StartError> {
         let config = Arc::new(config);
         let metrics = Metrics::new();
-        let snapshot = Snapshot::build(Arc::clone(&config), config.workers, None, &metrics);
+        let tls = crate::tls::load(&config).map_err(StartError::Tls)?;
+        let snapshot = Snapshot::build(Arc::clone(&config), config.workers, None, &metrics, tls);
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             ready: AtomicBool::new(false),

@@ -179,9 +179,14 @@ impl Control {
         }
         // Remembered even when invalid, so one bad save is reported once.
         self.last_hash = Some(hash);
-        match config::parse(&text, &name) {
-            Ok(config) => self.apply(config),
-            Err(e) => self.refuse(e.to_string()),
+        let config = match config::parse(&text, &name) {
+            Ok(config) => config,
+            Err(e) => return self.refuse(e.to_string()),
+        };
+        // Certificates are re-read on every reload; a bad one refuses it all.
+        match crate::tls::load(&config) {
+            Ok(tls) => self.apply(config, tls),
+            Err(e) => self.refuse(format!("{name}: TLS: {e}")),
         }
     }
 
@@ -201,7 +206,7 @@ impl Control {
         ReloadOutcome::Failed(error)
     }
 
-    fn apply(&mut self, config: Config) -> ReloadOutcome {
+    fn apply(&mut self, config: Config, tls: crate::tls::TlsMaterial) -> ReloadOutcome {
         self.warn_fixed(&config);
         self.resize_slots(config.limits.max_connections);
         let previous = self.shared.snapshot.load_full();
@@ -211,6 +216,7 @@ impl Control {
             self.fixed.workers,
             Some(&previous),
             &self.shared.metrics,
+            tls,
         ));
         // Live weights are set before the snapshot serves its first request.
         self.engine.reconcile(&next, &self.shared);

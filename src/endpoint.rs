@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use http::uri::Authority;
 
 use crate::config::Outlier;
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamTls};
 
 /// Ejections grow with each repeat, up to this many times `ejection_time`.
 const MAX_EJECTION_FACTOR: u32 = 10;
@@ -36,11 +36,16 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(address: &str, workers: usize, connect_timeout: Duration) -> Option<Self> {
+    pub fn new(
+        address: &str,
+        workers: usize,
+        connect_timeout: Duration,
+        tls: Option<&UpstreamTls>,
+    ) -> Option<Self> {
         Some(Endpoint {
             address: address.to_string(),
             authority: address.parse().ok()?,
-            upstream: Upstream::new(workers, connect_timeout),
+            upstream: Upstream::new(workers, connect_timeout, tls),
             healthy: AtomicBool::new(true),
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
@@ -114,7 +119,7 @@ mod tests {
     use super::*;
 
     fn endpoint() -> Endpoint {
-        Endpoint::new("127.0.0.1:1", 1, Duration::from_secs(1)).expect("address")
+        Endpoint::new("127.0.0.1:1", 1, Duration::from_secs(1), None).expect("address")
     }
 
     const OUTLIER: Outlier = Outlier {

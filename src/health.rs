@@ -10,19 +10,17 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{Request, Uri};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http_body_util::BodyExt;
 use tokio::task::JoinHandle;
 
 use crate::app::Shared;
+use crate::body::RequestBody;
 use crate::config::HealthCheck;
 use crate::endpoint::Endpoint;
 use crate::events::EventKind;
 use crate::snapshot::Snapshot;
+use crate::upstream::{self, HttpClient, Upstream, UpstreamTls};
 
 /// Consecutive probe results → health, with hysteresis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,13 +104,18 @@ impl Probes {
                             if let Some(probe) = other {
                                 probe.task.abort();
                             }
-                            let task = tokio::spawn(run(
-                                key.0.clone(),
-                                key.1.clone(),
-                                Arc::clone(endpoint),
-                                check.clone(),
-                                Arc::clone(shared),
-                            ));
+                            let tls = snapshot
+                                .tls
+                                .upstreams
+                                .get(&(key.0.clone(), key.1.clone()))
+                                .cloned();
+                            let target = Target {
+                                backend: key.0.clone(),
+                                version: key.1.clone(),
+                                endpoint: Arc::clone(endpoint),
+                                tls,
+                            };
+                            let task = tokio::spawn(run(target, check.clone(), Arc::clone(shared)));
                             next.insert(
                                 key,
                                 Probe {
@@ -141,21 +144,25 @@ impl Drop for Probes {
     }
 }
 
-/// Probes one endpoint every `interval` until aborted.
-async fn run(
+/// What one probe loop probes.
+struct Target {
     backend: String,
     version: String,
     endpoint: Arc<Endpoint>,
-    check: HealthCheck,
-    shared: Arc<Shared>,
-) {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(check.timeout));
-    connector.set_nodelay(true);
-    let client: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .build(connector);
-    let uri: Option<Uri> = format!("http://{}{}", endpoint.address, check.path)
+    tls: Option<UpstreamTls>,
+}
+
+/// Probes one endpoint every `interval` until aborted.
+async fn run(target: Target, check: HealthCheck, shared: Arc<Shared>) {
+    let Target {
+        backend,
+        version,
+        endpoint,
+        tls,
+    } = target;
+    let upstream = Upstream::new(1, check.timeout, tls.as_ref());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let uri: Option<Uri> = format!("{scheme}://{}{}", endpoint.address, check.path)
         .parse()
         .ok();
     let mut counter = Counter::new(endpoint.healthy.load(Ordering::Relaxed));
@@ -164,7 +171,7 @@ async fn run(
     loop {
         tick.tick().await;
         let ok = match &uri {
-            Some(uri) => probe(&client, uri, &check).await,
+            Some(uri) => probe(upstream.client(0), uri, &check).await,
             None => false,
         };
         if let Some(healthy) = counter.observe(ok, &check) {
@@ -189,19 +196,17 @@ async fn run(
     }
 }
 
-async fn probe(
-    client: &Client<HttpConnector, Empty<Bytes>>,
-    uri: &Uri,
-    check: &HealthCheck,
-) -> bool {
+async fn probe(client: &HttpClient, uri: &Uri, check: &HealthCheck) -> bool {
     let Ok(request) = Request::get(uri.clone())
         .header("user-agent", "switchyard-probe")
-        .body(Empty::new())
+        .body(RequestBody::empty())
     else {
         return false;
     };
     let answered = tokio::time::timeout(check.timeout, async {
-        let response = client.request(request).await.ok()?;
+        let response = upstream::forward(client, request, check.timeout, 0)
+            .await
+            .ok()?;
         let status = response.status();
         // Read the body so the connection can be reused for the next probe.
         let _ = response.into_body().collect().await;

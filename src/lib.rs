@@ -26,7 +26,8 @@
 //! - [`proxy`]: the request path, from route to response.
 //! - [`stats`]: per-version sliding windows (requests, errors, latency).
 //! - [`endpoint`]: one upstream address: clients, health, ejection, in-flight.
-//! - [`upstream`]: pooled HTTP/1.1 clients and upstream error mapping.
+//! - [`upstream`]: pooled HTTP/1.1 clients (plain or TLS) and error mapping.
+//! - [`tls`]: rustls configs: SNI certificate choice, ALPN, upstream roots.
 //! - [`body`]: streaming request and response bodies.
 //! - [`error`]: `ProxyError` and its one status mapping.
 //! - [`access_log`]: one line per request.
@@ -57,6 +58,7 @@ pub mod server;
 pub mod snapshot;
 pub mod stats;
 pub mod status;
+pub mod tls;
 pub mod upstream;
 
 pub use app::Gateway;

@@ -23,9 +23,13 @@ use crate::release::split::{Split, VersionIdx};
 use crate::release::table::RouteTable;
 use crate::request_id::random_below;
 use crate::stats::Window;
+use crate::tls::TlsMaterial;
+use crate::upstream::UpstreamTls;
 
 pub struct Snapshot {
     pub config: Arc<Config>,
+    /// Certificates, keys and CAs as loaded for this generation.
+    pub tls: TlsMaterial,
     pub table: RouteTable,
     pub routes: Vec<RouteRt>,
     pub backends: Vec<Arc<BackendRt>>,
@@ -181,7 +185,12 @@ impl BackendRt {
             .any(|e| !std::ptr::eq(&**e, except) && e.usable())
     }
 
-    fn build(backend: &config::Backend, workers: usize, previous: Option<&BackendRt>) -> Self {
+    fn build(
+        backend: &config::Backend,
+        workers: usize,
+        previous: Option<&BackendRt>,
+        tls: &TlsMaterial,
+    ) -> Self {
         let analysis = match &backend.release {
             Release::Canary(c) => Some(c.analysis.clone()),
             Release::BlueGreen(b) => Some(b.analysis.clone()),
@@ -195,6 +204,7 @@ impl BackendRt {
             .iter()
             .map(|(name, v)| {
                 let before = previous.and_then(|p| p.version_named(name));
+                let upstream_tls = tls.upstreams.get(&(backend.name.clone(), name.clone()));
                 VersionRt {
                     name: name.clone(),
                     header: HeaderValue::from_str(name)
@@ -203,7 +213,8 @@ impl BackendRt {
                         .endpoints
                         .iter()
                         .filter_map(|address| {
-                            endpoint(address, workers, backend.connect_timeout, before)
+                            let timeout = backend.connect_timeout;
+                            endpoint(address, workers, timeout, upstream_tls, before)
                         })
                         .collect(),
                     window: before
@@ -264,16 +275,19 @@ fn endpoint(
     address: &str,
     workers: usize,
     connect_timeout: Duration,
+    tls: Option<&UpstreamTls>,
     before: Option<&VersionRt>,
 ) -> Option<Arc<Endpoint>> {
     let kept = before
         .and_then(|v| v.endpoints.iter().find(|e| e.address == address))
         .filter(|e| {
-            e.upstream.connect_timeout == connect_timeout && e.upstream.workers() == workers
+            e.upstream.connect_timeout == connect_timeout
+                && e.upstream.workers() == workers
+                && e.upstream.tls == tls.map(|t| t.fingerprint)
         });
     match kept {
         Some(e) => Some(Arc::clone(e)),
-        None => Endpoint::new(address, workers, connect_timeout).map(Arc::new),
+        None => Endpoint::new(address, workers, connect_timeout, tls).map(Arc::new),
     }
 }
 
@@ -286,6 +300,7 @@ impl Snapshot {
         workers: usize,
         previous: Option<&Snapshot>,
         metrics: &Metrics,
+        tls: TlsMaterial,
     ) -> Self {
         let names: Vec<&String> = config.backends.keys().collect();
         let backends: Vec<Arc<BackendRt>> = config
@@ -293,7 +308,7 @@ impl Snapshot {
             .values()
             .map(|b| {
                 let before = previous.and_then(|p| p.backend(&b.name));
-                Arc::new(BackendRt::build(b, workers, before.map(|b| &**b)))
+                Arc::new(BackendRt::build(b, workers, before.map(|b| &**b), &tls))
             })
             .collect();
         let routes = config
@@ -340,6 +355,7 @@ impl Snapshot {
             routes,
             backends,
             unrouted: metrics.version("", "", ""),
+            tls,
             config,
         }
     }

@@ -1,42 +1,73 @@
 //! Upstream HTTP/1.1 clients: one pooled keep-alive client per endpoint and
-//! worker thread, so a worker's upstream connections live on its own runtime.
+//! worker thread, so a worker's upstream connections live on its own runtime;
+//! plain or TLS (rustls, per version).
 //!
 //! [`forward`] sends one request and turns every failure into the
 //! [`ProxyError`] that decides the client's status.
 
 use std::error::Error as StdError;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 
 use crate::body::{BodyTooLarge, RequestBody};
 use crate::error::ProxyError;
-
-pub type HttpClient = Client<HttpConnector, RequestBody>;
 
 /// Idle upstream connections are closed after this long.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// At most this many idle connections are kept per endpoint and worker.
 const POOL_MAX_IDLE_PER_ENDPOINT: usize = 512;
 
+/// TLS to an upstream: the client config and the name to verify.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    pub config: Arc<ClientConfig>,
+    pub server_name: Option<ServerName<'static>>,
+    /// Identifies the material (CA content, server name) for carry-over.
+    pub fingerprint: u64,
+}
+
+/// A pooled client, plain or TLS.
+#[derive(Clone)]
+pub enum HttpClient {
+    Plain(Client<HttpConnector, RequestBody>),
+    Tls(Client<HttpsConnector<HttpConnector>, RequestBody>),
+}
+
+impl HttpClient {
+    fn request(&self, req: Request<RequestBody>) -> ResponseFuture {
+        match self {
+            HttpClient::Plain(client) => client.request(req),
+            HttpClient::Tls(client) => client.request(req),
+        }
+    }
+}
+
 pub struct Upstream {
     clients: Vec<HttpClient>,
     pub connect_timeout: Duration,
+    /// The TLS material's fingerprint, `None` for plain HTTP.
+    pub tls: Option<u64>,
 }
 
 impl Upstream {
-    pub fn new(workers: usize, connect_timeout: Duration) -> Self {
+    pub fn new(workers: usize, connect_timeout: Duration, tls: Option<&UpstreamTls>) -> Self {
         let clients = (0..workers.max(1))
-            .map(|_| client(connect_timeout))
+            .map(|_| client(connect_timeout, tls))
             .collect();
         Upstream {
             clients,
             connect_timeout,
+            tls: tls.map(|t| t.fingerprint),
         }
     }
 
@@ -50,17 +81,35 @@ impl Upstream {
     }
 }
 
-fn client(connect_timeout: Duration) -> HttpClient {
+fn client(connect_timeout: Duration, tls: Option<&UpstreamTls>) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(connect_timeout));
     connector.set_nodelay(true);
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_ENDPOINT)
-        .build(connector)
+        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_ENDPOINT);
+    match tls {
+        None => {
+            connector.enforce_http(true);
+            HttpClient::Plain(builder.build(connector))
+        }
+        Some(tls) => {
+            connector.enforce_http(false);
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config((*tls.config).clone())
+                .https_only();
+            let https = match &tls.server_name {
+                Some(name) => {
+                    https.with_server_name_resolver(FixedServerNameResolver::new(name.clone()))
+                }
+                None => https,
+            };
+            HttpClient::Tls(builder.build(https.enable_http1().wrap_connector(connector)))
+        }
+    }
 }
 
 /// Sends `req` and waits for the response head, at most `timeout`.

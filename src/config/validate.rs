@@ -187,7 +187,6 @@ fn listeners(file: &ConfigFile, p: &mut Problems) -> Vec<Listener> {
             p.at(&l.bind, format!("two listeners bind {bind}"));
         }
         let tls = l.tls.as_ref().map(|t| {
-            p.at(t, "TLS listeners are not available in this build yet");
             if t.value.certs.value.is_empty() {
                 p.at(&t.value.certs, "tls.certs needs at least one cert/key pair");
             }
@@ -403,9 +402,6 @@ fn backend(name: &str, b: &Spanned<BackendFile>, p: &mut Problems) -> Option<Bac
         }
         for ep in &v.value.endpoints.value {
             endpoint(ep, p);
-        }
-        if let Some(t) = &v.value.tls {
-            p.at(t, "TLS to upstreams is not available in this build yet");
         }
         let tls = v.value.tls.as_ref().map(|t| UpstreamTls {
             ca_file: t.value.ca_file.as_ref().map(|c| PathBuf::from(&c.value)),

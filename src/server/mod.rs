@@ -17,10 +17,11 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::runtime::Runtime;
 use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, Limits};
 use crate::proxy::{self, Conn, Worker};
@@ -88,7 +89,7 @@ fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
 /// Everything a worker's accept loops share.
 struct Serving {
     worker: Arc<Worker>,
-    builder: auto::Builder<TokioExecutor>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
     slots: Arc<Semaphore>,
     graceful: GracefulShutdown,
 }
@@ -105,7 +106,7 @@ pub async fn serve(
 ) {
     let serving = Arc::new(Serving {
         worker,
-        builder: builder(&limits),
+        builder: Arc::new(builder(&limits)),
         slots,
         graceful: GracefulShutdown::new(),
     });
@@ -182,36 +183,91 @@ async fn accept_loop(serving: Arc<Serving>, bound: BoundListener, mut stop: watc
             _ = crate::app::stopped(&mut stop) => return,
         };
         let _ = stream.set_nodelay(true);
-        let state = Arc::new(ConnState::default());
-        let conn = Arc::new(Conn::new(peer, bound.tls, Arc::clone(&state)));
-        // Limits are read per connection, so a reload applies them to new
-        // connections.
-        let limits = serving.worker.shared.snapshot.load().config.limits;
-        let guard = GuardLimits {
-            header_read_timeout: limits.header_read_timeout,
-            idle_timeout: limits.idle_timeout,
-            max_header_bytes: limits.max_header_bytes,
+        // Limits and certificates are read per connection, so a reload
+        // applies them to new connections.
+        let snapshot = serving.worker.shared.snapshot.load();
+        let limits = snapshot.config.limits;
+        let tls = if bound.tls {
+            match snapshot.tls.listeners.get(&bound.name) {
+                Some(config) => Some(TlsAcceptor::from(Arc::clone(config))),
+                None => {
+                    tracing::warn!(listener = %bound.name, "no TLS config for a TLS listener: connection refused");
+                    continue;
+                }
+            }
+        } else {
+            None
         };
-        let io = TokioIo::new(Guarded::new(stream, state, guard, false));
-        let worker = Arc::clone(&serving.worker);
+        drop(snapshot);
+        let task = Connection {
+            worker: Arc::clone(&serving.worker),
+            builder: Arc::clone(&serving.builder),
+            watcher: serving.graceful.watcher(),
+            limits,
+            peer,
+        };
+        open.inc();
+        let open = open.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => task.serve(stream, false, false).await,
+                Some(acceptor) => {
+                    // A stalled handshake is bounded like a slow request head.
+                    let limit = task.limits.header_read_timeout;
+                    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                            task.serve(stream, true, h2).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %task.peer, error = %e, "TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(peer = %task.peer, "TLS handshake timed out"),
+                    }
+                }
+            }
+            open.dec();
+            drop(permit);
+        });
+    }
+}
+
+/// One accepted connection, ready to be served.
+struct Connection {
+    worker: Arc<Worker>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+    limits: Limits,
+    peer: std::net::SocketAddr,
+}
+
+impl Connection {
+    /// Serves HTTP on `io` until the connection ends. `h2` is true when ALPN
+    /// already chose HTTP/2.
+    async fn serve<I>(self, io: I, tls: bool, h2: bool)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let state = Arc::new(ConnState::default());
+        let conn = Arc::new(Conn::new(self.peer, tls, Arc::clone(&state)));
+        let guard = GuardLimits {
+            header_read_timeout: self.limits.header_read_timeout,
+            idle_timeout: self.limits.idle_timeout,
+            max_header_bytes: self.limits.max_header_bytes,
+        };
+        let io = TokioIo::new(Guarded::new(io, state, guard, h2));
+        let worker = self.worker;
         let service = service_fn(move |req| {
             let worker = Arc::clone(&worker);
             let conn = Arc::clone(&conn);
             async move { proxy::handle(&worker, &conn, req).await }
         });
-        let connection = serving
+        let connection = self
             .builder
             .serve_connection_with_upgrades(io, service)
             .into_owned();
-        let watched = serving.graceful.watch(connection);
-        open.inc();
-        let open = open.clone();
-        tokio::spawn(async move {
-            if let Err(e) = watched.await {
-                tracing::trace!(error = %e, "connection ended with an error");
-            }
-            open.dec();
-            drop(permit);
-        });
+        if let Err(e) = self.watcher.watch(connection).await {
+            tracing::trace!(error = %e, "connection ended with an error");
+        }
     }
 }

@@ -29,6 +29,7 @@ mod client;
 mod gateway;
 mod process;
 mod raw;
+mod tls;
 mod tools;
 mod ws;
 
@@ -44,6 +45,8 @@ pub use gateway::{canary, head, single, TestGateway};
 pub use process::{Process, BIN};
 #[allow(unused_imports)]
 pub use raw::{RawServer, GARBAGE};
+#[allow(unused_imports)]
+pub use tls::{tls_connect, Ca, Leaf};
 #[allow(unused_imports)]
 pub use tools::require;
 #[allow(unused_imports)]

@@ -1,0 +1,208 @@
+//! TLS with rustls (ring provider): server configs for TLS listeners and
+//! client configs for TLS upstreams.
+//!
+//! Listener certificates are chosen by SNI: the first certificate whose SANs
+//! cover the requested name (exact or wildcard, checked by webpki as a client
+//! would) wins; without SNI, or for an unknown name, the first certificate is
+//! the default. Only TLS 1.2 and 1.3; ALPN offers `h2` and `http/1.1`.
+//! Certificates and keys (PEM; PKCS#8, PKCS#1 and SEC1 keys) are loaded at
+//! start and on every reload; any problem refuses the reload whole.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+use crate::config::{CertPaths, Config, ListenerTls, UpstreamTls};
+
+/// Why TLS material could not be loaded.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct TlsError {
+    pub path: String,
+    pub reason: String,
+}
+
+fn fail(path: &Path, reason: impl fmt::Display) -> TlsError {
+    TlsError {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// One certificate chain with its key, and the chain's leaf for SNI checks.
+#[derive(Debug)]
+struct Entry {
+    key: Arc<CertifiedKey>,
+}
+
+impl Entry {
+    fn covers(&self, name: &str) -> bool {
+        let Ok(name) = ServerName::try_from(name) else {
+            return false;
+        };
+        let Some(leaf) = self.key.cert.first() else {
+            return false;
+        };
+        webpki::EndEntityCert::try_from(leaf)
+            .is_ok_and(|cert| cert.verify_is_valid_for_subject_name(&name).is_ok())
+    }
+}
+
+/// Picks the certificate for a handshake by SNI.
+#[derive(Debug)]
+struct SniResolver {
+    entries: Vec<Entry>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let chosen = hello
+            .server_name()
+            .and_then(|name| self.entries.iter().find(|e| e.covers(name)));
+        chosen.or(self.entries.first()).map(|e| Arc::clone(&e.key))
+    }
+}
+
+fn load_certified(paths: &CertPaths, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&paths.cert)
+        .map_err(|e| fail(&paths.cert, format!("cannot read certificates: {e}")))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| fail(&paths.cert, format!("invalid PEM: {e}")))?;
+    if chain.is_empty() {
+        return Err(fail(&paths.cert, "no certificate in the file"));
+    }
+    let key = PrivateKeyDer::from_pem_file(&paths.key)
+        .map_err(|e| fail(&paths.key, format!("cannot read the key: {e}")))?;
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| fail(&paths.key, format!("unusable key: {e}")))?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified.keys_match().map_err(|e| {
+        fail(
+            &paths.key,
+            format!("the key does not match {}: {e}", paths.cert.display()),
+        )
+    })?;
+    Ok(certified)
+}
+
+/// A server config for one TLS listener.
+pub fn server_config(tls: &ListenerTls) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = provider();
+    let entries = tls
+        .certs
+        .iter()
+        .map(|paths| load_certified(paths, &provider).map(|key| Entry { key: Arc::new(key) }))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError {
+            path: String::new(),
+            reason: e.to_string(),
+        })?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SniResolver { entries }));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// TLS to one version's endpoints: the CA file's roots, or the system's.
+pub fn upstream(tls: &UpstreamTls) -> Result<crate::upstream::UpstreamTls, TlsError> {
+    let mut roots = RootCertStore::empty();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    match &tls.ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| fail(path, format!("cannot read: {e}")))?;
+            pem.hash(&mut hasher);
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| fail(path, format!("invalid PEM: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| fail(path, format!("unusable CA certificate: {e}")))?;
+            }
+            if roots.is_empty() {
+                return Err(fail(path, "no CA certificate in the file"));
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err(TlsError {
+                    path: "system roots".into(),
+                    reason: "no trusted roots found".into(),
+                });
+            }
+        }
+    }
+    let server_name = match &tls.server_name {
+        Some(name) => {
+            name.hash(&mut hasher);
+            Some(ServerName::try_from(name.clone()).map_err(|e| TlsError {
+                path: "server_name".into(),
+                reason: format!("{name:?} is not a valid name: {e}"),
+            })?)
+        }
+        None => None,
+    };
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError {
+            path: String::new(),
+            reason: e.to_string(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(crate::upstream::UpstreamTls {
+        config: Arc::new(config),
+        server_name,
+        fingerprint: hasher.finish(),
+    })
+}
+
+/// Every TLS config a gateway config needs, loaded from disk.
+#[derive(Clone, Default)]
+pub struct TlsMaterial {
+    /// Server configs by listener name.
+    pub listeners: HashMap<String, Arc<ServerConfig>>,
+    /// Upstream TLS by (backend, version).
+    pub upstreams: HashMap<(String, String), crate::upstream::UpstreamTls>,
+}
+
+/// Loads every certificate, key and CA file of `config`; any problem fails
+/// the whole load.
+pub fn load(config: &Config) -> Result<TlsMaterial, TlsError> {
+    let mut material = TlsMaterial::default();
+    for listener in &config.listeners {
+        if let Some(tls) = &listener.tls {
+            material
+                .listeners
+                .insert(listener.name.clone(), server_config(tls)?);
+        }
+    }
+    for (backend, b) in &config.backends {
+        for (version, v) in &b.versions {
+            if let Some(tls) = &v.tls {
+                material
+                    .upstreams
+                    .insert((backend.clone(), version.clone()), upstream(tls)?);
+            }
+        }
+    }
+    Ok(material)
+}
