@@ -111,7 +111,6 @@ pub enum StartError {
 /// A running gateway.
 pub struct Gateway {
     shared: Arc<Shared>,
-    config: Arc<Config>,
     listeners: Vec<(String, SocketAddr)>,
     admin: SocketAddr,
     stop: watch::Sender<bool>,
@@ -260,12 +259,9 @@ impl Gateway {
                 shared: Arc::clone(&shared),
             });
             let (limits, slots, stop_rx) = (config.limits, Arc::clone(&slots), stop_rx.clone());
-            let drain = config.shutdown.timeout;
             let handle = std::thread::Builder::new()
                 .name(format!("switchyard-worker-{id}"))
-                .spawn(move || {
-                    rt.block_on(server::serve(worker, bound, limits, slots, stop_rx, drain))
-                })
+                .spawn(move || rt.block_on(server::serve(worker, bound, limits, slots, stop_rx)))
                 .map_err(StartError::Runtime)?;
             workers.push(handle);
         }
@@ -288,7 +284,6 @@ impl Gateway {
         tracing::info!(%admin, "admin listening");
         Ok(Gateway {
             shared,
-            config,
             listeners,
             admin,
             stop,
@@ -357,9 +352,12 @@ impl Gateway {
     pub fn shutdown(mut self, drain: bool) {
         self.shared.ready.store(false, Ordering::Relaxed);
         self.shared.draining.store(true, Ordering::Relaxed);
-        if drain && !self.config.shutdown.drain_delay.is_zero() {
-            tracing::info!(delay = ?self.config.shutdown.drain_delay, "draining: readiness is failing");
-            std::thread::sleep(self.config.shutdown.drain_delay);
+        // The config in force now, not the one at start: shutdown is
+        // reloadable.
+        let shutdown = self.shared.snapshot.load().config.shutdown;
+        if drain && !shutdown.drain_delay.is_zero() {
+            tracing::info!(delay = ?shutdown.drain_delay, "draining: readiness is failing");
+            std::thread::sleep(shutdown.drain_delay);
         }
         self.stop_workers();
     }

@@ -185,7 +185,20 @@ impl Control {
         };
         // Certificates are re-read on every reload; a bad one refuses it all.
         match crate::tls::load(&config) {
-            Ok(tls) => self.apply(config, tls),
+            Ok(mut tls) => {
+                // A listener that serves TLS keeps serving TLS until a
+                // restart, even if the new config dropped its `tls` block.
+                let previous = self.shared.snapshot.load_full();
+                for listener in self.fixed.listeners.iter().filter(|l| l.tls.is_some()) {
+                    if !tls.listeners.contains_key(&listener.name) {
+                        if let Some(kept) = previous.tls.listeners.get(&listener.name) {
+                            tls.listeners
+                                .insert(listener.name.clone(), std::sync::Arc::clone(kept));
+                        }
+                    }
+                }
+                self.apply(config, tls)
+            }
             Err(e) => self.refuse(format!("{name}: TLS: {e}")),
         }
     }
@@ -256,8 +269,9 @@ impl Control {
         if config.admin.bind != self.fixed.admin {
             tracing::warn!(running = %self.fixed.admin, configured = %config.admin.bind, "admin.bind changed: restart to apply");
         }
-        let same =
-            |a: &config::Listener, b: &config::Listener| a.name == b.name && a.bind == b.bind;
+        let same = |a: &config::Listener, b: &config::Listener| {
+            a.name == b.name && a.bind == b.bind && a.tls.is_some() == b.tls.is_some()
+        };
         let differs = config.listeners.len() != self.fixed.listeners.len()
             || config
                 .listeners
@@ -265,7 +279,7 @@ impl Control {
                 .zip(&self.fixed.listeners)
                 .any(|(a, b)| !same(a, b));
         if differs {
-            tracing::warn!("listeners changed (name or bind): restart to apply; the running listeners keep serving");
+            tracing::warn!("listeners changed (name, bind or tls on/off): restart to apply; the running listeners keep serving as they are");
         }
     }
 

@@ -309,6 +309,17 @@ impl Engine {
             ReleaseState::BlueGreen(s) => s.act(action, now),
         }
         .map_err(ActError::Conflict)?;
+        if action == Action::Retry {
+            // The failures that caused the rollback must not roll the new
+            // attempt back at once.
+            let analysed = match state {
+                ReleaseState::Canary(_) => rt.canary().map(|v| &rt.versions[v]),
+                ReleaseState::BlueGreen(s) => rt.version_named(&s.active),
+            };
+            if let Some(version) = analysed {
+                version.window.clear();
+            }
+        }
         report(backend, &change, shared);
         apply_live(rt, state);
         self.persist();

@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Empty};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -26,14 +27,30 @@ pub const DEFAULT_P99: &str = r#"histogram_quantile(0.99, sum by (le) (rate(swit
 /// How long one query may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub type PromClient = Client<HttpConnector, Empty<Bytes>>;
+pub type PromClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
+/// A client for `http://` and `https://` Prometheus URLs (system roots).
 pub fn client() -> PromClient {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(QUERY_TIMEOUT));
+    connector.enforce_http(false);
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports TLS 1.2 and 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
-        .build(connector)
+        .build(https)
 }
 
 /// Fills the placeholders of a query.

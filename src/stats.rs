@@ -93,6 +93,13 @@ impl Window {
         slice.latency[bucket].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Forgets every recorded request (a retried release starts afresh).
+    pub fn clear(&self) {
+        for slice in self.slices.iter() {
+            slice.period.store(u64::MAX, Ordering::Release);
+        }
+    }
+
     /// The figures of the last `span` before `now_ms`.
     pub fn figures(&self, now_ms: u64, span: Duration) -> Figures {
         let now = now_ms / self.slice_ms;

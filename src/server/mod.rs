@@ -95,14 +95,13 @@ struct Serving {
 }
 
 /// Serves a worker's listeners until `stop` turns true, then waits up to
-/// `drain` for its open connections to finish.
+/// `shutdown.timeout` for its open connections to finish.
 pub async fn serve(
     worker: Arc<Worker>,
     listeners: Vec<BoundListener>,
     limits: Limits,
     slots: Arc<Semaphore>,
     stop: watch::Receiver<bool>,
-    drain: Duration,
 ) {
     let serving = Arc::new(Serving {
         worker,
@@ -128,6 +127,15 @@ pub async fn serve(
             "waiting for open connections"
         );
     }
+    // The shutdown timeout in force now (it is reloadable).
+    let drain = serving
+        .worker
+        .shared
+        .snapshot
+        .load()
+        .config
+        .shutdown
+        .timeout;
     if tokio::time::timeout(drain, serving.graceful.shutdown())
         .await
         .is_err()
