@@ -31,6 +31,10 @@ use guard::{ConnState, GuardLimits, Guarded};
 const BACKLOG: u32 = 4096;
 /// Concurrent HTTP/2 streams per connection.
 const H2_MAX_STREAMS: u32 = 256;
+/// Streams reset by the client before we accepted them, per connection.
+const H2_MAX_PENDING_RESETS: usize = 20;
+/// Streams we had to reset for protocol errors, per connection.
+const H2_MAX_LOCAL_RESETS: usize = 256;
 
 pub struct BoundListener {
     pub name: String,
@@ -160,6 +164,11 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(H2_MAX_STREAMS)
+        // Rapid-reset (CVE-2023-44487) and error-reset floods: a client that
+        // opens and cancels streams faster than we accept them, or makes us
+        // reset many, gets GOAWAY.
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS)
         .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
         .keep_alive_interval(Some(limits.idle_timeout / 2))
         .keep_alive_timeout(Duration::from_secs(20));
