@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 
 use crate::endpoint::InFlight;
 use crate::server::guard::ConnState;
+use crate::upstream::Pooled;
 
 /// The error a [`RequestBody`] yields when the client sends too much.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +128,8 @@ pub struct ResponseBody {
     conn: Option<Arc<ConnState>>,
     finish: Option<Box<dyn OnFinish>>,
     in_flight: Option<InFlight>,
+    /// The upstream connection this body comes from, pooled again at its end.
+    pooled: Option<Pooled>,
 }
 
 impl ResponseBody {
@@ -150,6 +153,7 @@ impl ResponseBody {
             conn: None,
             finish: None,
             in_flight: None,
+            pooled: None,
         }
     }
 
@@ -160,6 +164,11 @@ impl ResponseBody {
 
     pub fn set_finish(&mut self, finish: Box<dyn OnFinish>) {
         self.finish = Some(finish);
+    }
+
+    /// Returns `pooled` to the worker's pool once the body has ended.
+    pub fn set_pooled(&mut self, pooled: Option<Pooled>) {
+        self.pooled = pooled;
     }
 
     /// Keeps the endpoint's in-flight count until the body is done.
@@ -175,6 +184,13 @@ impl Drop for ResponseBody {
             finish.finish(self.bytes_out, complete);
         }
         self.in_flight.take();
+        if let Some(pooled) = self.pooled.take() {
+            // Only a connection whose response was read to its end can carry
+            // the next request; any other is closed by dropping it.
+            if self.complete || self.is_end_stream() {
+                crate::pool::checkin(pooled.id, pooled.sender);
+            }
+        }
         if let Some(conn) = &self.conn {
             if !conn.body_done.load(Ordering::Relaxed) {
                 // The answer ended before the request body did: the guard

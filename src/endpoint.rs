@@ -19,6 +19,8 @@ use crate::upstream::{Upstream, UpstreamTls};
 const MAX_EJECTION_FACTOR: u32 = 10;
 
 pub struct Endpoint {
+    /// Unique for the process's lifetime: the key of the workers' pools.
+    pub id: u64,
     pub address: String,
     pub authority: Authority,
     pub upstream: Upstream,
@@ -42,7 +44,9 @@ impl Endpoint {
         connect_timeout: Duration,
         tls: Option<&UpstreamTls>,
     ) -> Option<Self> {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Some(Endpoint {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             address: address.to_string(),
             authority: address.parse().ok()?,
             upstream: Upstream::new(workers, connect_timeout, tls),

@@ -26,6 +26,7 @@
 //! - [`proxy`]: the request path, from route to response.
 //! - [`stats`]: per-version sliding windows (requests, errors, latency).
 //! - [`endpoint`]: one upstream address: clients, health, ejection, in-flight.
+//! - [`pool`]: each worker's idle upstream HTTP/1.1 connections (thread-local).
 //! - [`upstream`]: pooled HTTP/1.1 clients (plain or TLS) and error mapping.
 //! - [`tls`]: rustls configs: SNI certificate choice, ALPN, upstream roots.
 //! - [`body`]: streaming request and response bodies.
@@ -50,6 +51,7 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod metrics;
+pub mod pool;
 pub mod prometheus;
 pub mod proxy;
 pub mod release;

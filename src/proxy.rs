@@ -84,6 +84,8 @@ struct Exchange {
     retried: bool,
     /// An upstream attempt was made (and counted in the metrics).
     attempted: bool,
+    /// The pooled connection the answer comes from.
+    pooled: Option<upstream::Pooled>,
 }
 
 /// Serves one request; never fails (errors become responses).
@@ -301,6 +303,8 @@ async fn forward(
     let mut response = result?;
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        // An upgraded connection never goes back to the pool.
+        ex.pooled = None;
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             conn.state.passthrough.store(true, Ordering::Relaxed);
@@ -313,7 +317,9 @@ async fn forward(
     strip_hop_by_hop(&mut parts.headers, false);
     // We answer in the client's protocol, whatever the upstream spoke.
     parts.version = Version::HTTP_11;
-    Ok(Response::from_parts(parts, ResponseBody::stream(body)))
+    let mut body = ResponseBody::stream(body);
+    body.set_pooled(ex.pooled.take());
+    Ok(Response::from_parts(parts, body))
 }
 
 /// Where a request of one route goes.
@@ -340,17 +346,25 @@ async fn attempt(
     let endpoint = v
         .pick(backend.load_balancing)
         .ok_or_else(|| ProxyError::NoHealthyEndpoint(backend.name.clone()))?;
-    parts.uri = upstream_uri(endpoint, &parts.uri)?;
+    prepare_target(endpoint, &mut parts)?;
     ex.endpoint = Some(InFlight::new(Arc::clone(endpoint)));
     let started = Instant::now();
-    let client = endpoint.upstream.client(target.worker);
-    let result = upstream::forward(
-        client,
-        Request::from_parts(parts, body),
+    let request = Request::from_parts(parts, body);
+    let exchanged = upstream::exchange(
+        endpoint,
+        target.worker,
+        request,
         target.timeout,
         target.body_limit,
     )
     .await;
+    let result = match exchanged {
+        Ok((response, pooled)) => {
+            ex.pooled = pooled;
+            Ok(response)
+        }
+        Err(e) => Err(e),
+    };
     let elapsed = started.elapsed();
     ex.upstream_ms = Some(elapsed.as_secs_f64() * 1e3);
     ex.attempted = true;
@@ -424,23 +438,20 @@ async fn mirror(
     let Some(endpoint) = v.pick(backend.load_balancing) else {
         return;
     };
-    let Ok(uri) = upstream_uri(endpoint, &parts.uri) else {
+    if prepare_target(endpoint, &mut parts).is_err() {
         return;
-    };
-    parts.uri = uri;
+    }
     parts
         .headers
         .insert(X_SWITCHYARD_MIRROR, HeaderValue::from_static("1"));
     let _in_flight = InFlight::new(Arc::clone(endpoint));
     let started = Instant::now();
-    let client = endpoint.upstream.client(worker);
-    let result = upstream::forward(
-        client,
-        Request::from_parts(parts, RequestBody::empty()),
-        timeout,
-        0,
-    )
-    .await;
+    let request = Request::from_parts(parts, RequestBody::empty());
+    let exchanged = upstream::exchange(endpoint, worker, request, timeout, 0).await;
+    let (result, pooled) = match exchanged {
+        Ok((response, pooled)) => (Ok(response), pooled),
+        Err(e) => (Err(e), None),
+    };
     record_outcome(
         &backend,
         v,
@@ -453,7 +464,16 @@ async fn mirror(
     if let Ok(response) = result {
         // Read the answer to its end so the connection goes back to the pool.
         let mut body = response.into_body();
-        while let Some(Ok(_)) = body.frame().await {}
+        let complete = loop {
+            match body.frame().await {
+                Some(Ok(_)) => continue,
+                Some(Err(_)) => break false,
+                None => break true,
+            }
+        };
+        if let (true, Some(pooled)) = (complete, pooled) {
+            crate::pool::checkin(pooled.id, pooled.sender);
+        }
     }
 }
 
@@ -466,22 +486,31 @@ fn copy_head(parts: &http::request::Parts) -> http::request::Parts {
     copy
 }
 
-fn upstream_uri(endpoint: &Endpoint, uri: &Uri) -> Result<Uri, ProxyError> {
-    let path = uri
+/// Points the request at `endpoint`: origin-form with a Host header for our
+/// own pooled connections, absolute-form for the TLS client (it connects by
+/// the URI).
+fn prepare_target(endpoint: &Endpoint, parts: &mut http::request::Parts) -> Result<(), ProxyError> {
+    let path = parts
+        .uri
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let scheme = if endpoint.upstream.tls.is_some() {
-        Scheme::HTTPS
+    let uri = if endpoint.upstream.tls.is_some() {
+        Uri::builder()
+            .scheme(Scheme::HTTPS)
+            .authority(endpoint.authority.clone())
+            .path_and_query(path)
+            .build()
     } else {
-        Scheme::HTTP
+        if !parts.headers.contains_key(header::HOST) {
+            if let Ok(host) = HeaderValue::from_str(endpoint.authority.as_str()) {
+                parts.headers.insert(header::HOST, host);
+            }
+        }
+        Uri::builder().path_and_query(path).build()
     };
-    Uri::builder()
-        .scheme(scheme)
-        .authority(endpoint.authority.clone())
-        .path_and_query(path)
-        .build()
-        .map_err(|_| ProxyError::BadRequest("invalid request target"))
+    parts.uri = uri.map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+    Ok(())
 }
 
 /// Copies bytes both ways between an upgraded client and upstream connection.

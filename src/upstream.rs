@@ -15,12 +15,15 @@ use hyper::body::Incoming;
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
+use tokio::net::TcpStream;
 
 use crate::body::{BodyTooLarge, RequestBody};
+use crate::endpoint::Endpoint;
 use crate::error::ProxyError;
+use crate::pool;
 
 /// Idle upstream connections are closed after this long.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -112,6 +115,90 @@ fn client(connect_timeout: Duration, tls: Option<&UpstreamTls>) -> HttpClient {
     }
 }
 
+/// A pooled connection lent to one exchange; goes back to the worker's pool
+/// when the response body has been read to its end.
+pub struct Pooled {
+    pub id: u64,
+    pub sender: pool::Sender,
+}
+
+/// Sends `req` to `endpoint` and waits for the response head, at most
+/// `timeout`. Plain HTTP goes through the worker's own connection pool; TLS
+/// through the endpoint's hyper-rustls client.
+pub async fn exchange(
+    endpoint: &Endpoint,
+    worker: usize,
+    req: Request<RequestBody>,
+    timeout: Duration,
+    body_limit: u64,
+) -> Result<(Response<Incoming>, Option<Pooled>), ProxyError> {
+    if endpoint.upstream.tls.is_some() {
+        let client = endpoint.upstream.client(worker);
+        return forward(client, req, timeout, body_limit)
+            .await
+            .map(|response| (response, None));
+    }
+    match tokio::time::timeout(timeout, send_pooled(endpoint, req, body_limit)).await {
+        Ok(result) => result,
+        Err(_) => Err(ProxyError::Timeout),
+    }
+}
+
+async fn send_pooled(
+    endpoint: &Endpoint,
+    mut req: Request<RequestBody>,
+    body_limit: u64,
+) -> Result<(Response<Incoming>, Option<Pooled>), ProxyError> {
+    loop {
+        let (mut sender, reused) = match pool::checkout(endpoint.id) {
+            Some(sender) => (sender, true),
+            None => (connect(endpoint).await?, false),
+        };
+        // An idle connection may have been closed by the upstream meanwhile.
+        if reused && sender.ready().await.is_err() {
+            continue;
+        }
+        match sender.try_send_request(req).await {
+            Ok(response) => {
+                return Ok((
+                    response,
+                    Some(Pooled {
+                        id: endpoint.id,
+                        sender,
+                    }),
+                ))
+            }
+            Err(mut failed) => match failed.take_message() {
+                // Never written to a reused connection that turned out dead:
+                // safe to send on another one.
+                Some(unsent) if reused => req = unsent,
+                _ => return Err(classify_chain(failed.error(), false, body_limit)),
+            },
+        }
+    }
+}
+
+/// A new HTTP/1.1 connection to `endpoint`, driven by a task of this worker.
+async fn connect(endpoint: &Endpoint) -> Result<pool::Sender, ProxyError> {
+    let connecting = TcpStream::connect(endpoint.address.as_str());
+    let stream = match tokio::time::timeout(endpoint.upstream.connect_timeout, connecting).await {
+        Err(_) => return Err(ProxyError::Timeout),
+        Ok(Err(e)) => return Err(ProxyError::Connect(e.to_string())),
+        Ok(Ok(stream)) => stream,
+    };
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ProxyError::Connect(e.to_string()))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.with_upgrades().await {
+            tracing::trace!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
 /// Sends `req` and waits for the response head, at most `timeout`.
 pub async fn forward(
     client: &HttpClient,
@@ -127,7 +214,12 @@ pub async fn forward(
 
 /// Maps a client error to the failure it stands for.
 fn classify(err: &hyper_util::client::legacy::Error, body_limit: u64) -> ProxyError {
-    let mut source: Option<&(dyn StdError + 'static)> = err.source();
+    classify_chain(err, err.is_connect(), body_limit)
+}
+
+/// Walks an error's sources to the failure they stand for.
+fn classify_chain(err: &(dyn StdError + 'static), connect: bool, body_limit: u64) -> ProxyError {
+    let mut source: Option<&(dyn StdError + 'static)> = Some(err);
     let mut detail = err.to_string();
     while let Some(e) = source {
         if e.downcast_ref::<BodyTooLarge>().is_some() {
@@ -147,7 +239,7 @@ fn classify(err: &hyper_util::client::legacy::Error, body_limit: u64) -> ProxyEr
         }
         source = e.source();
     }
-    if err.is_connect() {
+    if connect {
         ProxyError::Connect(detail)
     } else {
         ProxyError::Reset(detail)

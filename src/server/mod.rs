@@ -113,6 +113,7 @@ pub async fn serve(
         slots,
         graceful: GracefulShutdown::new(),
     });
+    let sweeper = tokio::spawn(sweep_pool(Arc::clone(&serving.worker)));
     let loops: Vec<_> = listeners
         .into_iter()
         .map(|l| tokio::spawn(accept_loop(Arc::clone(&serving), l, stop.clone())))
@@ -120,6 +121,7 @@ pub async fn serve(
     for handle in loops {
         let _ = handle.await;
     }
+    sweeper.abort();
     let Ok(serving) = Arc::try_unwrap(serving) else {
         return;
     };
@@ -286,5 +288,22 @@ impl Connection {
         if let Err(e) = self.watcher.watch(connection).await {
             tracing::trace!(error = %e, "connection ended with an error");
         }
+    }
+}
+
+/// Evicts this worker's idle upstream connections that expired, closed, or
+/// belong to endpoints no longer in the config.
+async fn sweep_pool(worker: Arc<Worker>) {
+    let mut tick = tokio::time::interval(crate::pool::SWEEP_INTERVAL);
+    loop {
+        tick.tick().await;
+        let snapshot = worker.shared.snapshot.load();
+        let alive: std::collections::HashSet<u64> = snapshot
+            .backends
+            .iter()
+            .flat_map(|b| b.versions.iter())
+            .flat_map(|v| v.endpoints.iter().map(|e| e.id))
+            .collect();
+        crate::pool::sweep(|id| alive.contains(&id));
     }
 }

@@ -1,0 +1,88 @@
+//! The upstream connection pool of one worker thread: idle HTTP/1.1
+//! connections (hyper `http1::SendRequest` handles) per endpoint.
+//!
+//! Each worker runs its own single-threaded runtime, so its pool is a
+//! thread-local: no lock, no atomic, and a connection is only ever used by the
+//! runtime that drives it. A handle is checked out for one exchange and
+//! checked back in when the response body has been read to its end (see
+//! `body::ResponseBody`); a response dropped early drops its connection.
+//! Idle handles are evicted after [`IDLE_TIMEOUT`], when their connection
+//! closes, or beyond [`MAX_IDLE_PER_ENDPOINT`]; a sweep every
+//! [`SWEEP_INTERVAL`] also forgets endpoints a reload removed.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::http1::SendRequest;
+
+use crate::body::RequestBody;
+
+/// Idle upstream connections are closed after this long.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// At most this many idle connections are kept per endpoint and worker.
+pub const MAX_IDLE_PER_ENDPOINT: usize = 512;
+/// How often idle connections are swept.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(15);
+
+pub type Sender = SendRequest<RequestBody>;
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+thread_local! {
+    static IDLE: RefCell<HashMap<u64, Vec<Idle>>> = RefCell::new(HashMap::new());
+}
+
+/// An idle connection to endpoint `id`, if one is still usable.
+pub fn checkout(id: u64) -> Option<Sender> {
+    IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        let list = idle.get_mut(&id)?;
+        // Most recently used first: warm connections, and the cold ones age out.
+        while let Some(entry) = list.pop() {
+            if !entry.sender.is_closed() && entry.since.elapsed() < IDLE_TIMEOUT {
+                return Some(entry.sender);
+            }
+        }
+        None
+    })
+}
+
+/// Returns a connection whose last exchange ended cleanly.
+pub fn checkin(id: u64, sender: Sender) {
+    if sender.is_closed() {
+        return;
+    }
+    IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        let list = idle.entry(id).or_default();
+        if list.len() < MAX_IDLE_PER_ENDPOINT {
+            list.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    });
+}
+
+/// Drops closed and expired connections, and endpoints `alive` rejects.
+pub fn sweep(alive: impl Fn(u64) -> bool) {
+    IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        idle.retain(|id, list| {
+            if !alive(*id) {
+                return false;
+            }
+            list.retain(|entry| !entry.sender.is_closed() && entry.since.elapsed() < IDLE_TIMEOUT);
+            !list.is_empty()
+        });
+    });
+}
+
+/// Idle connections held by this thread, for tests and diagnostics.
+pub fn idle_count() -> usize {
+    IDLE.with(|idle| idle.borrow().values().map(Vec::len).sum())
+}
