@@ -269,3 +269,28 @@ async fn least_request_avoids_the_busy_endpoint() {
     assert_eq!(slow.hits() + fast.hits(), 120);
     assert!(slow.hits() < 30, "slow endpoint got {} of 120", slow.hits());
 }
+
+#[tokio::test]
+async fn upstream_connections_are_pooled_and_reused() {
+    let backend = Backend::start("b").await;
+    let gw = TestGateway::start(&single(&[backend.addr()], "", ""));
+    let client = Client::new();
+    for _ in 0..200 {
+        assert_eq!(client.get(&gw.url("/")).await.status, 200);
+    }
+    // One client connection, sequential requests: one upstream connection
+    // carries them all.
+    assert_eq!(backend.hits(), 200);
+    assert_eq!(
+        backend.connections(),
+        1,
+        "upstream connections were not reused"
+    );
+    // A response not read to its end does not return a broken connection:
+    // the next requests still succeed.
+    let big = client.get(&gw.url("/bytes/1000000")).await;
+    assert_eq!(big.body.len(), 1_000_000);
+    for _ in 0..20 {
+        assert_eq!(client.get(&gw.url("/")).await.status, 200);
+    }
+}

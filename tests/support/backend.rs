@@ -75,6 +75,8 @@ struct Entry {
 struct Shared {
     name: String,
     hits: AtomicUsize,
+    /// TCP connections accepted.
+    connections: AtomicUsize,
     requests: Mutex<Vec<Entry>>,
     mode: Mutex<Mode>,
 }
@@ -134,6 +136,7 @@ impl Backend {
         let shared = Arc::new(Shared {
             name: name.to_owned(),
             hits: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
             requests: Mutex::new(Vec::new()),
             mode: Mutex::new(Mode::Normal),
         });
@@ -165,6 +168,11 @@ impl Backend {
     /// (counted when a request's head arrives, before it is answered).
     ///
     /// [`reset_hits`]: Backend::reset_hits
+    /// TCP connections this backend accepted so far.
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
+    }
+
     pub fn hits(&self) -> usize {
         self.shared.hits.load(Ordering::SeqCst)
     }
@@ -218,7 +226,10 @@ impl Backend {
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: watch::Receiver<()>) {
     loop {
         let stream = match listener.accept().await {
-            Ok((stream, _peer)) => stream,
+            Ok((stream, _peer)) => {
+                shared.connections.fetch_add(1, Ordering::SeqCst);
+                stream
+            }
             // E.g. EMFILE under a load test: back off briefly and keep serving.
             Err(_) => {
                 tokio::time::sleep(Duration::from_millis(10)).await;
