@@ -622,29 +622,63 @@ fn prepare_request_headers(
     }
 }
 
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TRAILER,
+];
+
+fn is_hop_by_hop(name: &HeaderName, request: bool) -> bool {
+    HOP_BY_HOP.contains(name) || (request && name == header::TE)
+}
+
+/// Whether a `Connection` value names a header beyond the hop-by-hop ones
+/// (`close`, `keep-alive` and `upgrade` are removed anyway).
+fn names_other_headers(value: &HeaderValue) -> bool {
+    value
+        .as_bytes()
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .any(|token| {
+            !token.is_empty()
+                && !["close", "keep-alive", "upgrade"]
+                    .iter()
+                    .any(|known| token.eq_ignore_ascii_case(known.as_bytes()))
+        })
+}
+
 /// Removes hop-by-hop headers, including those the `Connection` header names.
-/// `request` also drops `TE` (we speak to the upstream ourselves).
+/// `request` also drops `TE` (we speak to the upstream ourselves). Most
+/// messages carry none or only `Connection: keep-alive`, so one pass over the
+/// names decides whether anything needs removing at all.
 fn strip_hop_by_hop(headers: &mut HeaderMap, request: bool) {
-    if let Some(connection) = headers.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
+    let mut found = false;
+    let mut named = false;
+    for (name, value) in headers.iter() {
+        if is_hop_by_hop(name, request) {
+            found = true;
+            named |= name == header::CONNECTION && names_other_headers(value);
+        }
+    }
+    if !found {
+        return;
+    }
+    if named {
+        let others: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
-            .chain(std::iter::once(connection))
             .flat_map(|v| v.as_bytes().split(|&b| b == b','))
             .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
             .collect();
-        for name in named {
+        for name in others {
             headers.remove(name);
         }
     }
-    for name in [
-        header::CONNECTION,
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::TRAILER,
-    ] {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     if request {
@@ -655,6 +689,24 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, request: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plain_keep_alive_connection_header_is_removed_and_nothing_else() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Keep-Alive"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, vec!["content-type", "x-kept"]);
+        assert!(!names_other_headers(&HeaderValue::from_static(
+            "close, keep-alive ,Upgrade"
+        )));
+        assert!(names_other_headers(&HeaderValue::from_static(
+            "keep-alive, x-secret"
+        )));
+    }
 
     #[test]
     fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
