@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# bench/idle-connections.sh — memory per idle keep-alive client connection.
+#
+# Starts the gateway (target/release/switchyard, one worker) in front of a
+# local NGINX backend, opens N client connections (default 10,000) that each
+# make one request and then stay open and idle, and reports the gateway's RSS
+# before and after. Everything on 127.0.0.1, bounded, stopped by PID.
+#
+#   bench/idle-connections.sh            # N=10000
+#   N=2000 bench/idle-connections.sh
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+N=${N:-10000}
+BIN=${SWITCHYARD_BIN:-$PWD/target/release/switchyard}
+WORK=${BENCH_WORK:-$PWD/target/bench-idle}
+command -v nginx >/dev/null || { echo "nginx not found (../shared/bench/setup.sh installs it)" >&2; exit 2; }
+[[ -x $BIN ]] || { echo "no binary at $BIN: cargo build --release" >&2; exit 2; }
+rm -rf "$WORK"; mkdir -p "$WORK/tmp"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+cat > "$WORK/nginx.conf" <<CONF
+worker_processes 1; daemon off; pid $WORK/nginx.pid; error_log $WORK/error.log warn;
+events { worker_connections 1024; }
+http { access_log off; client_body_temp_path $WORK/tmp; proxy_temp_path $WORK/tmp; fastcgi_temp_path $WORK/tmp;
+  uwsgi_temp_path $WORK/tmp; scgi_temp_path $WORK/tmp;
+  server { listen 127.0.0.1:19401; location = / { return 200 'ok'; } } }
+CONF
+nginx -c "$WORK/nginx.conf" -p "$WORK" >/dev/null 2>&1 & PIDS+=($!)
+cat > "$WORK/switchyard.yaml" <<CONF
+workers: 1
+access_log: false
+limits: { max_connections: 30000, idle_timeout: 300s }
+listeners: [ { name: http, bind: "127.0.0.1:18095" } ]
+admin: { bind: "127.0.0.1:18096" }
+shutdown: { drain_delay: 0s, timeout: 2s }
+routes: [ { name: all, backend: app } ]
+backends: { app: { versions: { v1: { endpoints: ["127.0.0.1:19401"] } } } }
+CONF
+RUST_LOG=warn "$BIN" run -c "$WORK/switchyard.yaml" >/dev/null 2>"$WORK/switchyard.log" & GW=$!; PIDS+=($GW)
+for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18095/ -o /dev/null && break; sleep 0.05; done
+rss() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+before=$(rss "$GW")
+python3 - "$N" "$GW" <<'PY'
+import socket, sys, time, resource
+n, gw = int(sys.argv[1]), sys.argv[2]
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+conns = []
+deadline = time.time() + 120
+for i in range(n):
+    s = socket.create_connection(("127.0.0.1", 18095))
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    conns.append(s)
+    if time.time() > deadline:
+        break
+ok = 0
+for s in conns:
+    s.settimeout(10)
+    if s.recv(4096).startswith(b"HTTP/1.1 200"):
+        ok += 1
+print(f"connections: {len(conns)}, answered 200: {ok}", flush=True)
+rss = [l for l in open(f"/proc/{gw}/status") if l.startswith("VmRSS")][0].split()[1]
+print(f"gateway RSS with all idle: {int(rss)/1024:.1f} MiB", flush=True)
+time.sleep(1)
+for s in conns:
+    s.close()
+PY
+after_close=$(rss "$GW")
+echo "gateway RSS before: $((before / 1024)) MiB; after the connections closed: $((after_close / 1024)) MiB"
