@@ -10,6 +10,8 @@ pub enum ProxyError {
     BadRequest(&'static str),
     #[error("no route matches this request")]
     NoRoute,
+    #[error("transfer coding {0:?} is not supported: only chunked")]
+    UnsupportedTransferCoding(String),
     #[error("request body larger than {0} bytes")]
     BodyTooLarge(u64),
     #[error("no healthy endpoint for backend {0}")]
@@ -51,6 +53,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::UnsupportedTransferCoding(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoHealthyEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Draining => StatusCode::SERVICE_UNAVAILABLE,
@@ -70,6 +73,7 @@ impl ProxyError {
             ProxyError::Protocol(_) => Some(UpstreamFailure::Protocol),
             ProxyError::BadRequest(_)
             | ProxyError::NoRoute
+            | ProxyError::UnsupportedTransferCoding(_)
             | ProxyError::BodyTooLarge(_)
             | ProxyError::NoHealthyEndpoint(_)
             | ProxyError::Draining => None,

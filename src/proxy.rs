@@ -180,6 +180,7 @@ async fn forward(
     if req.method() == Method::CONNECT {
         return Err(ProxyError::BadRequest("CONNECT is not supported"));
     }
+    check_framing_headers(req.headers())?;
     let host = match request_host(&req) {
         Some(host) => host,
         // HTTP/1.1 requires Host (RFC 9112 §3.2); HTTP/1.0 may omit it.
@@ -549,6 +550,30 @@ fn sticky_bucket(backend: &BackendRt, headers: &HeaderMap, ex: &mut Exchange) ->
     }
 }
 
+/// Refuses what hyper would accept but an upstream could read otherwise:
+/// transfer codings other than plain `chunked` (we would forward the coded
+/// bytes as if decoded, RFC 9112 §6.1 → 501) and several differing Host
+/// headers (RFC 9112 §3.2 → 400).
+fn check_framing_headers(headers: &HeaderMap) -> Result<(), ProxyError> {
+    for coding in headers.get_all(header::TRANSFER_ENCODING) {
+        if !coding
+            .as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"chunked")
+        {
+            let coding = String::from_utf8_lossy(coding.as_bytes()).into_owned();
+            return Err(ProxyError::UnsupportedTransferCoding(coding));
+        }
+    }
+    let mut hosts = headers.get_all(header::HOST).iter();
+    if let Some(first) = hosts.next() {
+        if hosts.any(|other| other != first) {
+            return Err(ProxyError::BadRequest("several differing Host headers"));
+        }
+    }
+    Ok(())
+}
+
 /// The request's host: the Host header, or the authority of an absolute or
 /// HTTP/2 request target.
 fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
@@ -595,7 +620,9 @@ fn prepare_request_headers(
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, value);
     }
-    if !headers.contains_key(header::HOST) && !host.is_empty() {
+    // The Host the request was routed by goes upstream: for an absolute-form
+    // target it replaces whatever Host the client also sent (RFC 9112 §3.2.2).
+    if !host.is_empty() && headers.get(header::HOST) != Some(host) {
         headers.insert(header::HOST, host.clone());
     }
     match headers.get_mut(X_FORWARDED_FOR) {
