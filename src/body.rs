@@ -7,14 +7,17 @@
 //!   small error text — carrying the per-request guards whose `Drop` marks the
 //!   exchange finished (connection guard, endpoint in-flight count, access log).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::Sleep;
 
 use crate::endpoint::InFlight;
 use crate::server::guard::ConnState;
@@ -130,6 +133,7 @@ pub struct ResponseBody {
     in_flight: Option<InFlight>,
     /// The upstream connection this body comes from, pooled again at its end.
     pooled: Option<Pooled>,
+    stall: Option<StallWatch>,
 }
 
 impl ResponseBody {
@@ -154,6 +158,7 @@ impl ResponseBody {
             finish: None,
             in_flight: None,
             pooled: None,
+            stall: None,
         }
     }
 
@@ -164,6 +169,17 @@ impl ResponseBody {
 
     pub fn set_finish(&mut self, finish: Box<dyn OnFinish>) {
         self.finish = Some(finish);
+    }
+
+    /// Cuts the body (an error to the client) when the upstream sends nothing
+    /// for `limit` once it has started.
+    pub fn set_stall_timeout(&mut self, limit: Duration) {
+        self.stall = Some(StallWatch {
+            limit,
+            timer: None,
+            frames: 0,
+            frames_at_arm: 0,
+        });
     }
 
     /// Returns `pooled` to the worker's pool once the body has ended.
@@ -202,9 +218,48 @@ impl Drop for ResponseBody {
     }
 }
 
+/// The error a response body ends with: the upstream's, or a stall.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An upstream body that made no progress for its stall timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream sent no body data for {0:?}")]
+pub struct Stalled(pub Duration);
+
+/// Cuts an upstream body that stops making progress. Armed only when the
+/// body first has to wait, and re-armed only when its timer fires after
+/// progress, so a body that arrives with its head costs nothing.
+struct StallWatch {
+    limit: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    frames: u64,
+    frames_at_arm: u64,
+}
+
+impl StallWatch {
+    /// True when the body has been waiting, without a frame, for `limit`.
+    fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(self.limit)));
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if self.frames == self.frames_at_arm {
+                return true;
+            }
+            self.frames_at_arm = self.frames;
+            timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + self.limit);
+        }
+    }
+}
+
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
@@ -213,7 +268,23 @@ impl Body for ResponseBody {
         let this = &mut *self;
         let polled = match &mut this.content {
             Content::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Content::Stream(body) => Pin::new(body).poll_frame(cx),
+            Content::Stream(body) => match Pin::new(body).poll_frame(cx) {
+                Poll::Ready(frame) => {
+                    if let Some(watch) = this.stall.as_mut() {
+                        watch.frames += 1;
+                    }
+                    Poll::Ready(frame.map(|f| f.map_err(BodyError::from)))
+                }
+                Poll::Pending => {
+                    if let Some(watch) = this.stall.as_mut() {
+                        if watch.stalled(cx) {
+                            tracing::debug!(limit = ?watch.limit, "upstream body stalled: response cut");
+                            return Poll::Ready(Some(Err(Box::new(Stalled(watch.limit)))));
+                        }
+                    }
+                    Poll::Pending
+                }
+            },
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {

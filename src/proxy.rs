@@ -320,6 +320,9 @@ async fn forward(
     parts.version = Version::HTTP_11;
     let mut body = ResponseBody::stream(body);
     body.set_pooled(ex.pooled.take());
+    // The route timeout bounds the wait for the head and, after it, every
+    // wait for more body.
+    body.set_stall_timeout(route.timeout);
     Ok(Response::from_parts(parts, body))
 }
 
