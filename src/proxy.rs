@@ -27,7 +27,7 @@ use crate::events::EventKind;
 use crate::metrics::VersionMetrics;
 use crate::release::bucket::{bucket, cookie_value};
 use crate::release::split::{choose, Inputs, Reason};
-use crate::request_id::{new_request_id, random_below, random_u64};
+use crate::request_id::{new_request_id, random_below, random_u64, split_roll};
 use crate::server::guard::ConnState;
 use crate::snapshot::{BackendRt, RouteRt, Snapshot, VersionRt};
 use crate::upstream;
@@ -211,7 +211,7 @@ async fn forward(
             .and_then(|h| req.headers().get(h))
             .and_then(|v| backend.version_index(v.as_bytes())),
         sticky_bucket: sticky_bucket(&backend, req.headers(), ex),
-        roll: random_below(10_000),
+        roll: split_roll(),
     };
     let decision = choose(&backend.split(), &inputs, |v| {
         backend.versions[v].has_usable()
