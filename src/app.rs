@@ -141,13 +141,7 @@ impl Gateway {
     /// Loads `path`, starts serving it, and reloads it when it changes, on
     /// `SIGHUP` and on request.
     pub fn start_from_file(path: &Path) -> Result<Gateway, StartError> {
-        let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            file: name.clone(),
-            reason: e.to_string(),
-        })?;
-        let config = config::parse(&text, &name)?;
-        Self::launch(config, Some((path.to_path_buf(), text)), false)
+        Self::launch_file(path, false)
     }
 
     /// As [`Gateway::start_from_file`], and owns the process's signals:
@@ -155,13 +149,19 @@ impl Gateway {
     /// The handlers are in place before the listeners are announced, so an
     /// early signal never kills the process.
     pub fn serve_file(path: &Path) -> Result<Gateway, StartError> {
+        Self::launch_file(path, true)
+    }
+
+    /// Reads and validates `path`, then launches with the file behind it (so
+    /// it can be watched and reloaded).
+    fn launch_file(path: &Path, own_signals: bool) -> Result<Gateway, StartError> {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
             file: name.clone(),
             reason: e.to_string(),
         })?;
         let config = config::parse(&text, &name)?;
-        Self::launch(config, Some((path.to_path_buf(), text)), true)
+        Self::launch(config, Some((path.to_path_buf(), text)), own_signals)
     }
 
     /// Serves a config that has no file behind it, owning the process's
