@@ -85,6 +85,9 @@ pub struct Guarded<T> {
     scan: HeadScan,
     reply: Vec<u8>,
     reply_written: usize,
+    /// A pipelined request refused while earlier ones are still being
+    /// answered: sent once they are.
+    pending: Option<(StatusCode, &'static str)>,
 }
 
 impl<T> Guarded<T> {
@@ -105,6 +108,7 @@ impl<T> Guarded<T> {
             scan: HeadScan::new(true),
             reply: Vec::new(),
             reply_written: 0,
+            pending: None,
         }
     }
 
@@ -124,6 +128,38 @@ impl<T> Guarded<T> {
             self.tick
                 .as_mut()
                 .reset(deadline.min(now + self.granularity));
+        }
+    }
+
+    /// After a complete head ending at `offset` in `buf`: the bytes that
+    /// follow a bodiless head are the next pipelined head, so they are
+    /// scanned too. A refused one is cut from what hyper gets and answered
+    /// after the requests before it.
+    fn after_head(&mut self, buf: &mut ReadBuf<'_>, mut offset: usize) {
+        self.phase = Phase::Busy;
+        self.deadline = None;
+        while offset < buf.filled().len() && self.scan.bodiless() {
+            self.scan.reset(false);
+            match self
+                .scan
+                .feed(&buf.filled()[offset..], self.limits.max_header_bytes)
+            {
+                Scan::Complete(consumed) => {
+                    self.heads += 1;
+                    offset += consumed;
+                }
+                Scan::More => {
+                    // The rest of that head comes in later reads.
+                    self.phase = Phase::Head;
+                    return;
+                }
+                Scan::Http2 => return,
+                Scan::Reject(status, detail) => {
+                    buf.set_filled(offset);
+                    self.pending = Some((status, detail));
+                    return;
+                }
+            }
         }
     }
 
@@ -203,6 +239,22 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<T> {
                         this.phase = Phase::Passthrough;
                         continue;
                     }
+                    if this.pending.is_some() {
+                        if completed == this.heads {
+                            // The requests before the refused one are answered:
+                            // now refuse it, and close.
+                            if let Some((status, detail)) = this.pending.take() {
+                                this.start_reply(status, detail);
+                            }
+                            continue;
+                        }
+                        // Nothing more goes to hyper: it belongs to the refused
+                        // request. Look back on every tick.
+                        if this.tick_fired(cx) {
+                            continue;
+                        }
+                        return Poll::Pending;
+                    }
                     if completed < this.heads {
                         let read = Pin::new(&mut this.inner).poll_read(cx, buf);
                         if read.is_pending() && this.tick_fired(cx) {
@@ -234,10 +286,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<T> {
                                 .feed(&buf.filled()[before..], this.limits.max_header_bytes)
                             {
                                 Scan::More => return Poll::Ready(Ok(())),
-                                Scan::Complete => {
+                                Scan::Complete(consumed) => {
                                     this.heads += 1;
-                                    this.phase = Phase::Busy;
-                                    this.deadline = None;
+                                    this.after_head(buf, before + consumed);
                                     return Poll::Ready(Ok(()));
                                 }
                                 Scan::Http2 => {
@@ -253,6 +304,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<T> {
                         }
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                         Poll::Pending => {
+                            if this.deadline.is_none() {
+                                // A pipelined head, read while earlier requests
+                                // are served: its clock starts when they are done.
+                                if this.state.completed.load(Ordering::Acquire) >= this.heads {
+                                    this.deadline =
+                                        Some(Instant::now() + this.limits.header_read_timeout);
+                                } else if this.tick_fired(cx) {
+                                    continue;
+                                } else {
+                                    return Poll::Pending;
+                                }
+                            }
                             if !this.timed_out(cx) {
                                 return Poll::Pending;
                             }
@@ -306,7 +369,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
 #[derive(Debug, PartialEq, Eq)]
 enum Scan {
     More,
-    Complete,
+    /// The head ended after this many bytes of the chunk.
+    Complete(usize),
     Http2,
     Reject(StatusCode, &'static str),
 }
@@ -400,7 +464,7 @@ impl HeadScan {
                     b'\r' => self.state = LineState::LineStartCr,
                     b'\n' => {
                         self.bytes += i;
-                        return self.complete(max);
+                        return self.complete(max, i);
                     }
                     _ => {
                         self.name_len = 0;
@@ -412,7 +476,7 @@ impl HeadScan {
                 LineState::LineStartCr => {
                     if b == b'\n' {
                         self.bytes += i;
-                        return self.complete(max);
+                        return self.complete(max, i);
                     }
                     // A bare CR: hyper's parser rejects the head itself.
                     self.state = LineState::Skip;
@@ -501,7 +565,14 @@ impl HeadScan {
         }
     }
 
-    fn complete(&self, max: usize) -> Scan {
+    /// Whether the head announced no body (no Transfer-Encoding, no or a
+    /// zero Content-Length): the next bytes are the next request's head.
+    fn bodiless(&self) -> bool {
+        self.encodings == 0
+            && (self.lengths == 0 || (self.first_length == Some(0) && !self.conflict))
+    }
+
+    fn complete(&self, max: usize, consumed: usize) -> Scan {
         if self.bytes > max {
             Scan::Reject(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -515,7 +586,7 @@ impl HeadScan {
         } else if self.conflict {
             Scan::Reject(StatusCode::BAD_REQUEST, "conflicting Content-Length values")
         } else {
-            Scan::Complete
+            Scan::Complete(consumed)
         }
     }
 }
@@ -543,9 +614,12 @@ mod tests {
     #[test]
     fn a_plain_head_completes_at_the_empty_line() {
         let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
-        assert_eq!(scan_whole(head), Scan::Complete);
-        assert_eq!(scan_bytewise(head), Scan::Complete);
-        assert_eq!(scan_whole(b"GET / HTTP/1.1\nHost: a\n\n"), Scan::Complete);
+        assert_eq!(scan_whole(head), Scan::Complete(head.len()));
+        assert_eq!(scan_bytewise(head), Scan::Complete(1));
+        assert_eq!(
+            scan_whole(b"GET / HTTP/1.1\nHost: a\n\n"),
+            Scan::Complete(24)
+        );
     }
 
     #[test]
@@ -572,7 +646,7 @@ mod tests {
             Scan::Reject(StatusCode::BAD_REQUEST, "conflicting Content-Length values")
         );
         let same = b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n";
-        assert_eq!(scan_whole(same), Scan::Complete);
+        assert_eq!(scan_whole(same), Scan::Complete(same.len()));
     }
 
     #[test]
@@ -592,14 +666,39 @@ mod tests {
     fn the_h2_preface_switches_to_passthrough_on_the_first_head_only() {
         let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
         assert_eq!(scan_bytewise(preface), Scan::Http2);
-        assert_eq!(HeadScan::new(false).feed(preface, 65536), Scan::Complete);
+        assert_eq!(
+            HeadScan::new(false).feed(preface, 65536),
+            Scan::Complete(18)
+        );
+    }
+
+    #[test]
+    fn only_bodiless_heads_let_the_next_head_be_scanned() {
+        let mut scan = HeadScan::new(true);
+        assert!(matches!(
+            scan.feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 65536),
+            Scan::Complete(_)
+        ));
+        assert!(scan.bodiless());
+        let mut scan = HeadScan::new(true);
+        scan.feed(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 65536);
+        assert!(scan.bodiless());
+        let mut scan = HeadScan::new(true);
+        scan.feed(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n", 65536);
+        assert!(!scan.bodiless());
+        let mut scan = HeadScan::new(true);
+        scan.feed(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            65536,
+        );
+        assert!(!scan.bodiless());
     }
 
     #[test]
     fn leading_empty_lines_are_skipped() {
         assert_eq!(
             scan_whole(b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"),
-            Scan::Complete
+            Scan::Complete(31)
         );
     }
 }
