@@ -20,7 +20,7 @@ use crate::config::HealthCheck;
 use crate::endpoint::Endpoint;
 use crate::events::EventKind;
 use crate::snapshot::Snapshot;
-use crate::upstream::{self, HttpClient, Upstream, UpstreamTls};
+use crate::upstream::{self, HttpClient, UpstreamTls};
 
 /// Consecutive probe results → health, with hysteresis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,7 +160,7 @@ async fn run(target: Target, check: HealthCheck, shared: Arc<Shared>) {
         endpoint,
         tls,
     } = target;
-    let upstream = Upstream::new(1, check.timeout, tls.as_ref());
+    let client = upstream::client(check.timeout, tls.as_ref());
     let scheme = if tls.is_some() { "https" } else { "http" };
     let uri: Option<Uri> = format!("{scheme}://{}{}", endpoint.address, check.path)
         .parse()
@@ -171,7 +171,7 @@ async fn run(target: Target, check: HealthCheck, shared: Arc<Shared>) {
     loop {
         tick.tick().await;
         let ok = match &uri {
-            Some(uri) => probe(upstream.client(0), uri, &check).await,
+            Some(uri) => probe(&client, uri, &check).await,
             None => false,
         };
         if let Some(healthy) = counter.observe(ok, &check) {

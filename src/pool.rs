@@ -81,8 +81,3 @@ pub fn sweep(alive: impl Fn(u64) -> bool) {
         });
     });
 }
-
-/// Idle connections held by this thread, for tests and diagnostics.
-pub fn idle_count() -> usize {
-    IDLE.with(|idle| idle.borrow().values().map(Vec::len).sum())
-}

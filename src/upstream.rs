@@ -56,7 +56,10 @@ impl HttpClient {
 }
 
 pub struct Upstream {
-    clients: Vec<HttpClient>,
+    /// hyper-rustls clients, one per worker, for a TLS endpoint; empty for
+    /// plain HTTP, which goes through the workers' own pools (`pool`).
+    tls_clients: Vec<HttpClient>,
+    workers: usize,
     pub connect_timeout: Duration,
     /// The TLS material's fingerprint, `None` for plain HTTP.
     pub tls: Option<u64>,
@@ -64,27 +67,34 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new(workers: usize, connect_timeout: Duration, tls: Option<&UpstreamTls>) -> Self {
-        let clients = (0..workers.max(1))
-            .map(|_| client(connect_timeout, tls))
-            .collect();
+        let workers = workers.max(1);
+        let tls_clients = match tls {
+            Some(tls) => (0..workers)
+                .map(|_| client(connect_timeout, Some(tls)))
+                .collect(),
+            None => Vec::new(),
+        };
         Upstream {
-            clients,
+            tls_clients,
+            workers,
             connect_timeout,
             tls: tls.map(|t| t.fingerprint),
         }
     }
 
     pub fn workers(&self) -> usize {
-        self.clients.len()
+        self.workers
     }
 
-    /// The client of worker `worker` (the first one for other threads).
-    pub fn client(&self, worker: usize) -> &HttpClient {
-        self.clients.get(worker).unwrap_or(&self.clients[0])
+    /// The TLS client of worker `worker` (the first one for other threads);
+    /// `None` for a plain endpoint.
+    fn tls_client(&self, worker: usize) -> Option<&HttpClient> {
+        self.tls_clients.get(worker).or(self.tls_clients.first())
     }
 }
 
-fn client(connect_timeout: Duration, tls: Option<&UpstreamTls>) -> HttpClient {
+/// A pooled hyper-util client, plain or TLS (health probes; TLS endpoints).
+pub fn client(connect_timeout: Duration, tls: Option<&UpstreamTls>) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(connect_timeout));
     connector.set_nodelay(true);
@@ -132,8 +142,7 @@ pub async fn exchange(
     timeout: Duration,
     body_limit: u64,
 ) -> Result<(Response<Incoming>, Option<Pooled>), ProxyError> {
-    if endpoint.upstream.tls.is_some() {
-        let client = endpoint.upstream.client(worker);
+    if let Some(client) = endpoint.upstream.tls_client(worker) {
         return forward(client, req, timeout, body_limit)
             .await
             .map(|response| (response, None));
