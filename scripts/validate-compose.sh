@@ -51,17 +51,7 @@ if ! "$py" -c 'import yaml' 2>/dev/null; then
         fail "pip install pyyaml failed"
 fi
 
-bin=${SWITCHYARD_BIN:-}
-if [ -z "$bin" ]; then
-    for candidate in target/debug/switchyard target/release/switchyard; do
-        if [ -x "$candidate" ]; then
-            bin=$candidate
-            break
-        fi
-    done
-fi
-[ -n "$bin" ] && [ -x "$bin" ] ||
-    fail "no switchyard binary (looked for target/debug/switchyard and target/release/switchyard): run 'cargo build' first, or set SWITCHYARD_BIN"
+. scripts/switchyard-bin.sh
 
 # --- YAML lint -----------------------------------------------------------------
 if [ -x "$VENV/bin/yamllint" ]; then

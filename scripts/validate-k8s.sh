@@ -81,17 +81,7 @@ ok "kubernetes-validate --strict -k $KUBE_VERSION: ${manifests[*]}"
 note "k8s/overlays/monitoring/servicemonitor.yaml is a Prometheus Operator CRD (no schema in kubernetes-validate): checked by yamllint and structurally below"
 
 # --- The rest: consistency, the dashboard, the gateway config ------------------
-bin=${SWITCHYARD_BIN:-}
-if [ -z "$bin" ]; then
-    for candidate in target/debug/switchyard target/release/switchyard; do
-        if [ -x "$candidate" ]; then
-            bin=$candidate
-            break
-        fi
-    done
-fi
-[ -n "$bin" ] && [ -x "$bin" ] ||
-    fail "no switchyard binary (looked for target/debug/switchyard and target/release/switchyard): run 'cargo build' first, or set SWITCHYARD_BIN"
+. scripts/switchyard-bin.sh
 promtool=$(command -v promtool || true)
 [ -n "$promtool" ] || note "promtool not found: the dashboard's PromQL is not parsed (apt-get install prometheus)"
 
