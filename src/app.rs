@@ -47,6 +47,8 @@ pub struct Shared {
     pub triggers: OnceLock<mpsc::Sender<Trigger>>,
     /// Every metric; the request path holds pre-resolved handles.
     pub metrics: Metrics,
+    /// Open HTTP connections, for closing idle ones at `max_connections`.
+    pub conns: crate::server::evict::Registry,
 }
 
 impl Shared {
@@ -195,6 +197,7 @@ impl Gateway {
             events: Events::default(),
             triggers: OnceLock::new(),
             metrics,
+            conns: Default::default(),
         });
         let runtimes = (0..config.workers)
             .map(|i| {

@@ -212,6 +212,12 @@ impl Drop for ResponseBody {
                 // The answer ended before the request body did: the guard
                 // can no longer tell where the next request head starts.
                 conn.passthrough.store(true, Ordering::Relaxed);
+            } else if !conn.passthrough.load(Ordering::Relaxed) {
+                // Idle from now on, as far as evicting at max_connections goes.
+                conn.idle_since.store(
+                    crate::server::evict::idle_stamp(std::time::Instant::now()),
+                    Ordering::Relaxed,
+                );
             }
             conn.completed.fetch_add(1, Ordering::Release);
         }

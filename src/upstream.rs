@@ -187,6 +187,9 @@ async fn send_pooled(
     }
 }
 
+/// The most an upstream connection reads ahead of the client, in bytes.
+const UPSTREAM_MAX_BUF: usize = 64 * 1024;
+
 /// A new HTTP/1.1 connection to `endpoint`, driven by a task of this worker.
 async fn connect(endpoint: &Endpoint) -> Result<pool::Sender, ProxyError> {
     let connecting = TcpStream::connect(endpoint.address.as_str());
@@ -197,6 +200,10 @@ async fn connect(endpoint: &Endpoint) -> Result<pool::Sender, ProxyError> {
     };
     let _ = stream.set_nodelay(true);
     let (sender, connection) = hyper::client::conn::http1::Builder::new()
+        // Bounds what one connection buffers from a fast upstream for a slow
+        // client (hyper's default grows to ~400 KiB); a response head must
+        // fit in it.
+        .max_buf_size(UPSTREAM_MAX_BUF)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| ProxyError::Connect(e.to_string()))?;

@@ -246,18 +246,74 @@ async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
 }
 
 #[tokio::test]
+async fn a_new_connection_that_sends_nothing_is_closed_after_header_read_timeout() {
+    let backend = Backend::start("b").await;
+    let gw = gateway_to(
+        backend.addr(),
+        "",
+        "limits:\n  header_read_timeout: 400ms\n  idle_timeout: 60s\n",
+    )
+    .await;
+    let mut conn = TcpStream::connect(gw.addr()).await.expect("connect");
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    let read = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+        .await
+        .expect("a silent connection is closed well before idle_timeout");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "closed without an answer: {read:?}"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(350),
+        "closed too early: {waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_reads_nothing_of_a_response_is_cut_after_idle_timeout() {
+    let backend = Backend::start("b").await;
+    let gw = gateway_to(backend.addr(), "", "limits:\n  idle_timeout: 500ms\n").await;
+    let mut conn = TcpStream::connect(gw.addr()).await.expect("connect");
+    // 64 MiB: far more than the socket buffers on both sides hold.
+    let size = 64 << 20;
+    conn.write_all(format!("GET /bytes/{size} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    // Read nothing for well over idle_timeout...
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // ...then everything: a cut connection ends short of the body; one left
+    // open would deliver the whole response and stay open (keep-alive).
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stalled connection was never closed");
+    assert!(
+        total < size,
+        "read {total} bytes: the whole response came through"
+    );
+}
+
+#[tokio::test]
 async fn connections_over_max_connections_wait_until_a_slot_frees() {
     let backend = Backend::start("b").await;
     let gw = gateway_to(backend.addr(), "", "limits:\n  max_connections: 2\n").await;
+    // Two connections busy with a request head (not idle, so not evictable).
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut conn = TcpStream::connect(gw.addr()).await.expect("connect");
-        conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
             .await
             .expect("write");
-        let mut buf = [0u8; 512];
-        let n = conn.read(&mut buf).await.expect("answer");
-        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
         held.push(conn);
     }
     // A third connection is accepted by the kernel but not served.
@@ -270,6 +326,72 @@ async fn connections_over_max_connections_wait_until_a_slot_frees() {
         .await
         .expect("served once a slot frees");
     assert_eq!(status.expect("task"), 200);
+}
+
+#[tokio::test]
+async fn at_max_connections_idle_connections_are_closed_to_admit_new_ones() {
+    let backend = Backend::start("b").await;
+    let gw = gateway_to(
+        backend.addr(),
+        "",
+        "limits:\n  max_connections: 3\n  header_read_timeout: 60s\n  idle_timeout: 60s\n",
+    )
+    .await;
+    // One keep-alive connection between requests, then two that sent nothing:
+    // every slot is taken, by idle connections only.
+    let mut keep_alive = TcpStream::connect(gw.addr()).await.expect("connect");
+    keep_alive
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 512];
+    let n = keep_alive.read(&mut buf).await.expect("answer");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(TcpStream::connect(gw.addr()).await.expect("connect"));
+    }
+    // Let the gateway accept both before the next one arrives.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while backend_connections_open(&gw).await < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the idle connections were not accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A new client is served at once (well before any timeout)...
+    let status = tokio::time::timeout(
+        Duration::from_secs(5),
+        Client::without_pool().get(&gw.url("/")),
+    )
+    .await
+    .expect("a new client is admitted by closing idle connections")
+    .status;
+    assert_eq!(status, 200);
+    // ...and the idle connections were closed, without an answer.
+    let mut closed = 0;
+    for conn in silent.iter_mut().chain(std::iter::once(&mut keep_alive)) {
+        match tokio::time::timeout(Duration::from_millis(500), conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => closed += 1,
+            Ok(Ok(n)) => panic!("an idle connection got {n} bytes"),
+            Err(_) => {}
+        }
+    }
+    assert_eq!(closed, 3, "every idle connection was closed (one batch)");
+}
+
+/// The gateway's open client connections, from its metrics.
+async fn backend_connections_open(gw: &TestGateway) -> u64 {
+    let metrics = Client::without_pool()
+        .get(&gw.admin_url("/metrics"))
+        .await
+        .text();
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("switchyard_active_connections{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 #[tokio::test]

@@ -3,7 +3,11 @@
 //!
 //! It owns, per connection:
 //! - `idle_timeout`: a keep-alive connection with no request for that long is
-//!   closed;
+//!   closed, and so is one whose client reads nothing of a response for that
+//!   long (a slow-read client: writes that make no progress);
+//! - a new connection must start its first request within
+//!   `header_read_timeout` (a flood of connections that send nothing frees
+//!   its `max_connections` slots that soon, not after `idle_timeout`);
 //! - `header_read_timeout`: a request head not complete in that time gets
 //!   `408` and the connection is closed (hyper would close silently);
 //! - `max_header_bytes`: a longer head gets `431`;
@@ -31,6 +35,9 @@ use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use atomic_waker::AtomicWaker;
+
+use super::evict;
 use crate::error::error_body;
 use crate::request_id::new_request_id;
 
@@ -47,6 +54,15 @@ pub struct ConnState {
     /// Whether the current request's body has been read to its end. Set by
     /// the request path (HTTP/1 carries one request at a time).
     pub body_done: AtomicBool,
+    /// While the connection waits for a request: since when, in
+    /// [`evict::idle_stamp`] milliseconds; 0 otherwise. Written by the guard
+    /// and by the response body when it ends; read by
+    /// [`evict::Registry::evict_idle`].
+    pub idle_since: AtomicU64,
+    /// Set to ask an idle connection to close (to admit a new one).
+    pub evict: AtomicBool,
+    /// Wakes the connection's task when it is asked to close.
+    pub waker: AtomicWaker,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -80,6 +96,9 @@ pub struct Guarded<T> {
     /// Request heads seen complete on this connection.
     heads: u64,
     deadline: Option<Instant>,
+    /// Since when the socket has refused every write (the client reads
+    /// nothing); cleared by any progress.
+    write_stalled: Option<Instant>,
     tick: Pin<Box<Sleep>>,
     granularity: Duration,
     scan: HeadScan,
@@ -96,13 +115,23 @@ impl<T> Guarded<T> {
         let granularity = (limits.header_read_timeout.min(limits.idle_timeout) / 4)
             .max(Duration::from_millis(20));
         let now = Instant::now();
+        // The first request must begin within the head timeout.
+        let deadline = now + limits.header_read_timeout.min(limits.idle_timeout);
+        if h2 {
+            state.passthrough.store(true, Ordering::Relaxed);
+        } else {
+            state
+                .idle_since
+                .store(evict::idle_stamp(now.into_std()), Ordering::Relaxed);
+        }
         Guarded {
             inner,
             state,
             limits,
             phase: if h2 { Phase::Passthrough } else { Phase::Idle },
             heads: 0,
-            deadline: Some(now + limits.idle_timeout),
+            deadline: Some(deadline),
+            write_stalled: None,
             tick: Box::pin(tokio::time::sleep_until(now + granularity)),
             granularity,
             scan: HeadScan::new(true),
@@ -194,6 +223,38 @@ impl<T> Guarded<T> {
     }
 }
 
+impl<T> Guarded<T> {
+    /// Bookkeeping after a write attempt: progress clears the stall clock; a
+    /// write refused for `idle_timeout` fails with `TimedOut`, which ends the
+    /// connection.
+    fn track_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        written: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match written {
+            Poll::Pending => {
+                let since = *self.write_stalled.get_or_insert_with(Instant::now);
+                // Wakes this task again within a tick, whichever side of the
+                // connection polls the tick first.
+                self.tick_fired(cx);
+                if since.elapsed() >= self.limits.idle_timeout {
+                    tracing::debug!("client read nothing for idle_timeout: connection closed");
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "client read nothing for idle_timeout",
+                    )));
+                }
+                Poll::Pending
+            }
+            ready => {
+                self.write_stalled = None;
+                ready
+            }
+        }
+    }
+}
+
 impl<T: AsyncRead + AsyncWrite + Unpin> Guarded<T> {
     fn poll_reply(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.reply_written < self.reply.len() {
@@ -257,15 +318,23 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<T> {
                     }
                     if completed < this.heads {
                         let read = Pin::new(&mut this.inner).poll_read(cx, buf);
-                        if read.is_pending() && this.tick_fired(cx) {
-                            // The response may end without hyper polling a
-                            // read again: look back on every tick.
-                            continue;
+                        if read.is_pending() {
+                            if this.tick_fired(cx) {
+                                // The response may end without hyper polling a
+                                // read again: look back on every tick.
+                                continue;
+                            }
+                            // Or when asked to close once the response ended.
+                            this.state.waker.register(cx.waker());
                         }
                         return read;
                     }
                     this.phase = Phase::Idle;
-                    this.deadline = Some(Instant::now() + this.limits.idle_timeout);
+                    let now = Instant::now();
+                    this.deadline = Some(now + this.limits.idle_timeout);
+                    this.state
+                        .idle_since
+                        .store(evict::idle_stamp(now.into_std()), Ordering::Relaxed);
                 }
                 Phase::Idle | Phase::Head => {
                     let before = buf.filled().len();
@@ -277,6 +346,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<T> {
                             }
                             if this.phase == Phase::Idle {
                                 this.phase = Phase::Head;
+                                this.state.idle_since.store(0, Ordering::Relaxed);
                                 this.deadline =
                                     Some(Instant::now() + this.limits.header_read_timeout);
                                 this.scan.reset(this.heads == 0);
@@ -293,6 +363,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<T> {
                                 }
                                 Scan::Http2 => {
                                     this.phase = Phase::Passthrough;
+                                    this.state.passthrough.store(true, Ordering::Relaxed);
                                     this.deadline = None;
                                     return Poll::Ready(Ok(()));
                                 }
@@ -304,6 +375,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<T> {
                         }
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                         Poll::Pending => {
+                            if this.phase == Phase::Idle {
+                                // Registered before looking, so a request to
+                                // close that comes in between still wakes us.
+                                this.state.waker.register(cx.waker());
+                                if this.state.evict.load(Ordering::Relaxed) {
+                                    tracing::debug!("idle connection closed to admit a new one");
+                                    this.phase = Phase::Done;
+                                    continue;
+                                }
+                            }
                             if this.deadline.is_none() {
                                 // A pipelined head, read while earlier requests
                                 // are served: its clock starts when they are done.
@@ -341,7 +422,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.track_write(cx, written)
     }
 
     fn poll_write_vectored(
@@ -349,7 +432,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.track_write(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {

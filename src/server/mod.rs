@@ -7,6 +7,7 @@
 //! by hyper-util's `auto` builder (HTTP/1.1 and h2c prior knowledge), with
 //! upgrades, and are watched for graceful shutdown.
 
+pub mod evict;
 pub mod guard;
 
 use std::io;
@@ -18,9 +19,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::runtime::Runtime;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Semaphore, TryAcquireError};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, Limits};
@@ -180,26 +181,40 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 async fn accept_loop(serving: Arc<Serving>, bound: BoundListener, mut stop: watch::Receiver<bool>) {
     let open = serving.worker.shared.metrics.connections(&bound.name);
     loop {
-        // A free connection slot first: over max_connections, new
-        // connections wait in the kernel's accept queue.
-        let permit = tokio::select! {
-            permit = Arc::clone(&serving.slots).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-            _ = crate::app::stopped(&mut stop) => return,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = bound.listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(listener = %bound.name, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+        // A free connection slot first. With every slot taken, the next
+        // connection is accepted and the connections idle longest are asked
+        // to close to make room for it; without idle ones it waits for a slot
+        // (and those after it in the kernel's accept queue).
+        let (permit, accepted) = match Arc::clone(&serving.slots).try_acquire_owned() {
+            Ok(permit) => {
+                let Some(accepted) = accept(&bound, &mut stop).await else {
+                    return;
+                };
+                (permit, accepted)
+            }
+            Err(TryAcquireError::Closed) => return,
+            Err(TryAcquireError::NoPermits) => {
+                let Some(accepted) = accept(&bound, &mut stop).await else {
+                    return;
+                };
+                let evicted = serving.worker.shared.conns.evict_idle(evict::EVICT_BATCH);
+                if evicted > 0 {
+                    tracing::debug!(listener = %bound.name, evicted, "max_connections reached: closing idle connections");
                 }
-            },
-            _ = crate::app::stopped(&mut stop) => return,
+                let permit = tokio::select! {
+                    permit = Arc::clone(&serving.slots).acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => return,
+                    },
+                    _ = crate::app::stopped(&mut stop) => return,
+                };
+                (permit, accepted)
+            }
+        };
+        let Ok((stream, peer)) = accepted else {
+            // EMFILE and friends: back off instead of spinning.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
         };
         let _ = stream.set_nodelay(true);
         // Limits and certificates are read per connection, so a reload
@@ -251,6 +266,22 @@ async fn accept_loop(serving: Arc<Serving>, bound: BoundListener, mut stop: watc
     }
 }
 
+/// The next connection on `bound`, or `None` once `stop` turns true.
+async fn accept(
+    bound: &BoundListener,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<io::Result<(TcpStream, SocketAddr)>> {
+    tokio::select! {
+        accepted = bound.listener.accept() => {
+            if let Err(e) = &accepted {
+                tracing::warn!(listener = %bound.name, error = %e, "accept failed");
+            }
+            Some(accepted)
+        }
+        _ = crate::app::stopped(stop) => None,
+    }
+}
+
 /// One accepted connection, ready to be served.
 struct Connection {
     worker: Arc<Worker>,
@@ -268,6 +299,8 @@ impl Connection {
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let state = Arc::new(ConnState::default());
+        let shared = Arc::clone(&self.worker.shared);
+        let _registered = shared.conns.register(Arc::clone(&state));
         let conn = Arc::new(Conn::new(self.peer, tls, Arc::clone(&state)));
         let guard = GuardLimits {
             header_read_timeout: self.limits.header_read_timeout,
