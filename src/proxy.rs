@@ -347,34 +347,55 @@ async fn attempt(
 ) -> Result<Response<Incoming>, ProxyError> {
     let backend = target.backend;
     let v = &backend.versions[version];
-    let endpoint = v
+    let mut endpoint = v
         .pick(backend.load_balancing)
         .ok_or_else(|| ProxyError::NoHealthyEndpoint(backend.name.clone()))?;
-    prepare_target(endpoint, &mut parts)?;
-    ex.endpoint = Some(InFlight::new(Arc::clone(endpoint)));
-    let started = Instant::now();
-    let request = Request::from_parts(parts, body);
-    let exchanged = upstream::exchange(
-        endpoint,
-        target.worker,
-        request,
-        target.timeout,
-        target.body_limit,
-    )
-    .await;
-    let result = match exchanged {
-        Ok((response, pooled)) => {
-            ex.pooled = pooled;
-            Ok(response)
-        }
-        Err(e) => Err(e),
-    };
-    let elapsed = started.elapsed();
-    ex.upstream_ms = Some(elapsed.as_secs_f64() * 1e3);
-    ex.attempted = true;
     let metrics = &target.route.metrics[version];
-    record_outcome(backend, v, endpoint, &result, elapsed, shared, metrics);
-    result
+    let mut body = body;
+    // A connection that could not be made is tried once more on another
+    // endpoint of the version: nothing of the request was sent yet.
+    let mut next_tried = false;
+    loop {
+        prepare_target(endpoint, &mut parts)?;
+        ex.endpoint = Some(InFlight::new(Arc::clone(endpoint)));
+        let started = Instant::now();
+        let request = Request::from_parts(parts, body);
+        let exchanged = upstream::exchange(
+            endpoint,
+            target.worker,
+            request,
+            target.timeout,
+            target.body_limit,
+        )
+        .await;
+        let (result, unsent) = match exchanged {
+            Ok((response, pooled)) => {
+                ex.pooled = pooled;
+                (Ok(response), None)
+            }
+            Err(failed) => (Err(failed.error), failed.unsent),
+        };
+        let elapsed = started.elapsed();
+        ex.upstream_ms = Some(elapsed.as_secs_f64() * 1e3);
+        ex.attempted = true;
+        record_outcome(backend, v, endpoint, &result, elapsed, shared, metrics);
+        let next = match unsent {
+            Some(unsent) if !next_tried => v.pick_other(endpoint).map(|next| (next, unsent)),
+            _ => None,
+        };
+        let Some((next, unsent)) = next else {
+            return result;
+        };
+        tracing::debug!(
+            backend = %backend.name,
+            failed = %endpoint.address,
+            next = %next.address,
+            "upstream connection failed: trying another endpoint"
+        );
+        next_tried = true;
+        endpoint = next;
+        (parts, body) = unsent.into_parts();
+    }
 }
 
 /// Feeds the analysis window and the outlier detector.
@@ -454,7 +475,7 @@ async fn mirror(
     let exchanged = upstream::exchange(endpoint, worker, request, timeout, 0).await;
     let (result, pooled) = match exchanged {
         Ok((response, pooled)) => (Ok(response), pooled),
-        Err(e) => (Err(e), None),
+        Err(failed) => (Err(failed.error), None),
     };
     record_outcome(
         &backend,

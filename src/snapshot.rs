@@ -100,6 +100,15 @@ impl VersionRt {
     }
 
     /// Picks a usable endpoint by the backend's policy.
+    /// The next usable endpoint after `failed`, in order, other than it.
+    pub fn pick_other(&self, failed: &Endpoint) -> Option<&Arc<Endpoint>> {
+        let n = self.endpoints.len();
+        let at = self.endpoints.iter().position(|e| e.id == failed.id)?;
+        (1..n)
+            .map(|i| &self.endpoints[(at + i) % n])
+            .find(|e| e.usable())
+    }
+
     pub fn pick(&self, policy: LoadBalancing) -> Option<&Arc<Endpoint>> {
         let n = self.endpoints.len();
         match (policy, n) {

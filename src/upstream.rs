@@ -132,6 +132,23 @@ pub struct Pooled {
     pub sender: pool::Sender,
 }
 
+/// A failed exchange. `unsent` gives the request back when nothing of it
+/// left the gateway (the connection could not be made), so it can go to
+/// another endpoint.
+pub struct Failed {
+    pub error: ProxyError,
+    pub unsent: Option<Request<RequestBody>>,
+}
+
+impl From<ProxyError> for Failed {
+    fn from(error: ProxyError) -> Self {
+        Failed {
+            error,
+            unsent: None,
+        }
+    }
+}
+
 /// Sends `req` to `endpoint` and waits for the response head, at most
 /// `timeout`. Plain HTTP goes through the worker's own connection pool; TLS
 /// through the endpoint's hyper-rustls client.
@@ -141,15 +158,16 @@ pub async fn exchange(
     req: Request<RequestBody>,
     timeout: Duration,
     body_limit: u64,
-) -> Result<(Response<Incoming>, Option<Pooled>), ProxyError> {
+) -> Result<(Response<Incoming>, Option<Pooled>), Failed> {
     if let Some(client) = endpoint.upstream.tls_client(worker) {
         return forward(client, req, timeout, body_limit)
             .await
-            .map(|response| (response, None));
+            .map(|response| (response, None))
+            .map_err(Failed::from);
     }
     match tokio::time::timeout(timeout, send_pooled(endpoint, req, body_limit)).await {
         Ok(result) => result,
-        Err(_) => Err(ProxyError::Timeout),
+        Err(_) => Err(ProxyError::Timeout.into()),
     }
 }
 
@@ -157,11 +175,19 @@ async fn send_pooled(
     endpoint: &Endpoint,
     mut req: Request<RequestBody>,
     body_limit: u64,
-) -> Result<(Response<Incoming>, Option<Pooled>), ProxyError> {
+) -> Result<(Response<Incoming>, Option<Pooled>), Failed> {
     loop {
         let (mut sender, reused) = match pool::checkout(endpoint.id) {
             Some(sender) => (sender, true),
-            None => (connect(endpoint).await?, false),
+            None => match connect(endpoint).await {
+                Ok(sender) => (sender, false),
+                Err(error) => {
+                    return Err(Failed {
+                        error,
+                        unsent: Some(req),
+                    })
+                }
+            },
         };
         // An idle connection may have been closed by the upstream meanwhile.
         if reused && sender.ready().await.is_err() {
@@ -181,7 +207,7 @@ async fn send_pooled(
                 // Never written to a reused connection that turned out dead:
                 // safe to send on another one.
                 Some(unsent) if reused => req = unsent,
-                _ => return Err(classify_chain(failed.error(), false, body_limit)),
+                _ => return Err(classify_chain(failed.error(), false, body_limit).into()),
             },
         }
     }

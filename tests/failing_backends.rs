@@ -319,3 +319,34 @@ async fn a_backend_restarting_under_load_recovers_with_no_lasting_errors() {
         restarted + GRACE
     );
 }
+
+#[tokio::test]
+async fn a_refused_connection_is_tried_again_on_another_endpoint() {
+    let live = Backend::start("live").await;
+    // A port nobody listens on: every connect is refused.
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    // Outlier ejection off (a huge threshold), so the dead endpoint keeps
+    // being picked and every request that lands on it needs the retry.
+    let gw = TestGateway::start(&single(
+        &[dead, live.addr()],
+        "outlier: { consecutive_failures: 1000, ejection_time: 1s }",
+        "",
+    ));
+    let client = Client::new();
+    for i in 0..20 {
+        let resp = client.get(&gw.url(&format!("/n{i}"))).await;
+        assert_eq!(resp.status, 200, "request {i}: {}", resp.text());
+    }
+    assert_eq!(live.hits(), 20);
+    // Round robin sent half of them to the dead endpoint first.
+    let metrics = Client::new().get(&gw.admin_url("/metrics")).await.text();
+    let refused: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("switchyard_upstream_errors_total{") && l.contains("connect"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(refused >= 8.0, "connect errors recorded: {refused}");
+}
