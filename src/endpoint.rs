@@ -58,6 +58,11 @@ impl Endpoint {
         })
     }
 
+    /// Passes its health checks (ejected or not).
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
     /// Healthy and not ejected: may take requests.
     pub fn usable(&self) -> bool {
         self.healthy.load(Ordering::Relaxed) && !self.ejected()

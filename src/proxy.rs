@@ -213,10 +213,11 @@ async fn forward(
         sticky_bucket: sticky_bucket(&backend, req.headers(), ex),
         roll: split_roll(),
     };
-    let decision = choose(&backend.split(), &inputs, |v| {
-        backend.versions[v].has_usable()
-    })
-    .ok_or_else(|| ProxyError::NoHealthyEndpoint(backend.name.clone()))?;
+    let split = backend.split();
+    let decision = choose(&split, &inputs, |v| backend.versions[v].has_usable())
+        // Every healthy endpoint ejected: ejection yields (see `VersionRt::pick`).
+        .or_else(|| choose(&split, &inputs, |v| backend.versions[v].has_healthy()))
+        .ok_or_else(|| ProxyError::NoHealthyEndpoint(backend.name.clone()))?;
     if let Some(from) = decision.fallback_from {
         let (from, to) = (
             &backend.versions[from].name,

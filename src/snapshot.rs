@@ -99,17 +99,41 @@ impl VersionRt {
         self.endpoints.iter().any(|e| e.usable())
     }
 
-    /// Picks a usable endpoint by the backend's policy.
-    /// The next usable endpoint after `failed`, in order, other than it.
+    /// Whether some endpoint passes its health checks, ejected or not.
+    pub fn has_healthy(&self) -> bool {
+        self.endpoints.iter().any(|e| e.healthy())
+    }
+
+    /// A healthy endpoint, ejection ignored, taken in turn: when every
+    /// healthy endpoint of the backend is ejected, the passive verdict yields
+    /// to availability (as Envoy's panic threshold does) rather than failing
+    /// every request.
+    fn pick_ejected(&self) -> Option<&Arc<Endpoint>> {
+        let n = self.endpoints.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| &self.endpoints[(start + i) % n])
+            .find(|e| e.healthy())
+    }
+
+    /// The next usable endpoint after `failed`, in order, other than it;
+    /// else the next healthy one, ejected or not.
     pub fn pick_other(&self, failed: &Endpoint) -> Option<&Arc<Endpoint>> {
         let n = self.endpoints.len();
         let at = self.endpoints.iter().position(|e| e.id == failed.id)?;
-        (1..n)
-            .map(|i| &self.endpoints[(at + i) % n])
+        let others = || (1..n).map(move |i| &self.endpoints[(at + i) % n]);
+        others()
             .find(|e| e.usable())
+            .or_else(|| others().find(|e| e.healthy()))
     }
 
+    /// Picks an endpoint by the backend's policy among the usable ones; when
+    /// there is none, a healthy one whatever its ejection.
     pub fn pick(&self, policy: LoadBalancing) -> Option<&Arc<Endpoint>> {
+        self.pick_usable(policy).or_else(|| self.pick_ejected())
+    }
+
+    fn pick_usable(&self, policy: LoadBalancing) -> Option<&Arc<Endpoint>> {
         let n = self.endpoints.len();
         match (policy, n) {
             (_, 0) => None,
@@ -371,5 +395,90 @@ impl Snapshot {
 
     pub fn backend(&self, name: &str) -> Option<&Arc<BackendRt>> {
         self.backends.iter().find(|b| b.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::endpoint::clock_ms;
+
+    fn version(n: usize) -> VersionRt {
+        VersionRt {
+            name: "v1".into(),
+            header: HeaderValue::from_static("v1"),
+            endpoints: (0..n)
+                .map(|i| {
+                    let address = format!("127.0.0.1:{}", 9000 + i);
+                    Arc::new(
+                        Endpoint::new(&address, 1, Duration::from_secs(1), None).expect("endpoint"),
+                    )
+                })
+                .collect(),
+            window: Arc::new(Window::new(Duration::from_secs(10))),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    fn eject(e: &Endpoint) {
+        e.ejected_until
+            .store(clock_ms() + 60_000, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn usable_endpoints_come_first_then_ejected_healthy_ones_then_none() {
+        let v = version(3);
+        eject(&v.endpoints[0]);
+        v.endpoints[1].healthy.store(false, Ordering::Relaxed);
+        for policy in [LoadBalancing::RoundRobin, LoadBalancing::LeastRequest] {
+            for _ in 0..10 {
+                let picked = v.pick(policy).expect("a usable endpoint");
+                assert_eq!(picked.id, v.endpoints[2].id);
+            }
+        }
+        // The only usable one ejected too: the healthy ejected ones serve.
+        eject(&v.endpoints[2]);
+        assert!(!v.has_usable() && v.has_healthy());
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10 {
+            let picked = v
+                .pick(LoadBalancing::RoundRobin)
+                .expect("a healthy endpoint");
+            assert!(picked.healthy());
+            seen.insert(picked.id);
+        }
+        assert_eq!(seen.len(), 2, "taken in turn");
+        // Nothing healthy: nothing.
+        for e in &v.endpoints {
+            e.healthy.store(false, Ordering::Relaxed);
+        }
+        assert!(v.pick(LoadBalancing::RoundRobin).is_none());
+        assert!(v.pick_other(&v.endpoints[0]).is_none());
+    }
+
+    #[test]
+    fn another_endpoint_is_the_next_usable_one_never_the_failed_one() {
+        let v = version(3);
+        assert_eq!(
+            v.pick_other(&v.endpoints[0]).map(|e| e.id),
+            Some(v.endpoints[1].id)
+        );
+        assert_eq!(
+            v.pick_other(&v.endpoints[2]).map(|e| e.id),
+            Some(v.endpoints[0].id)
+        );
+        eject(&v.endpoints[1]);
+        assert_eq!(
+            v.pick_other(&v.endpoints[0]).map(|e| e.id),
+            Some(v.endpoints[2].id)
+        );
+        eject(&v.endpoints[2]);
+        // Only ejected ones left besides the failed one: the next healthy.
+        assert_eq!(
+            v.pick_other(&v.endpoints[0]).map(|e| e.id),
+            Some(v.endpoints[1].id)
+        );
+        let single = version(1);
+        assert!(single.pick_other(&single.endpoints[0]).is_none());
     }
 }

@@ -226,8 +226,7 @@ fn set_health(gw: &TestGateway, version: &str, healthy: bool) {
         .find(|v| v.name == version)
         .expect("version");
     for endpoint in &v.endpoints {
-        let until = if healthy { 0 } else { u64::MAX };
-        endpoint.ejected_until.store(until, Ordering::Relaxed);
+        endpoint.healthy.store(healthy, Ordering::Relaxed);
     }
 }
 
@@ -271,5 +270,26 @@ async fn a_thousand_requests_at_weight_10_send_within_half_a_percent_of_100_to_t
             (95..=105).contains(&canary),
             "canary served {canary} of 1000"
         );
+    }
+}
+
+#[tokio::test]
+async fn when_every_healthy_endpoint_is_ejected_they_serve_rather_than_503() {
+    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
+    let gw = TestGateway::start(&canary(v1.addr(), v2.addr(), 0.0, ""));
+    {
+        let snapshot = gw.gateway.shared().snapshot.load();
+        for v in &snapshot.backends[0].versions {
+            for endpoint in &v.endpoints {
+                endpoint.ejected_until.store(u64::MAX, Ordering::Relaxed);
+            }
+        }
+    }
+    let client = Client::new();
+    for _ in 0..10 {
+        let resp = client.get(&gw.url("/")).await;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        // Still by the split: weight 0 keeps the stable version.
+        assert_eq!(resp.header(SERVED_BY), Some("v1"));
     }
 }

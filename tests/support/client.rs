@@ -113,6 +113,13 @@ impl Client {
         self.get_with(url, &[]).await
     }
 
+    /// `GET url`, with its failure as an error.
+    #[allow(dead_code)]
+    pub async fn try_get(&self, url: &str) -> Result<Resp, BoxError> {
+        let req = Request::get(url).body(Full::new(Bytes::new()))?;
+        self.try_request(req).await
+    }
+
     /// `GET url` with extra request headers. Panics on failure.
     pub async fn get_with(&self, url: &str, headers: &[(&str, &str)]) -> Resp {
         let mut req = Request::get(url)

@@ -87,6 +87,12 @@ impl Process {
         self.dir.path().join("switchyard.yaml")
     }
 
+    /// Every stderr line received and not consumed yet.
+    #[allow(dead_code)]
+    pub fn drain_lines(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
     /// Waits (off the async runtime) for the process to exit.
     pub async fn wait_exit(mut self, limit: Duration) -> std::process::ExitStatus {
         tokio::task::spawn_blocking(move || {
