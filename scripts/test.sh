@@ -41,7 +41,20 @@ fi
 # prometheus: promtool parses /metrics, and a real server drives the fleet-wide
 # analysis (tests/admin.rs, tests/fleet.rs).
 # openssl: makes PKCS#1 and SEC1 keys for the TLS key-format test (tests/tls.rs).
-need_apt chromium prometheus openssl
+# slowhttptest, curl: slow and abusive clients (scripts/slow-clients.sh).
+# sslscan: the TLS listener audit (scripts/tls-audit.sh).
+need_apt chromium prometheus openssl slowhttptest curl sslscan
+command -v python3 >/dev/null 2>&1 ||
+    need_apt python3
 # ------------------------------------------------------------------------------
 
-exec cargo test --all-targets "$@"
+cargo test --all-targets "$@"
+
+# With a test filter or cargo arguments, only the tests asked for.
+if [ "$#" -gt 0 ]; then
+    exit 0
+fi
+# The attack scripts against the binary the tests just built (CI-sized:
+# 8 s per slow-client mode; docs/reliability.md has the longer runs).
+SECS=8 bash scripts/slow-clients.sh
+bash scripts/tls-audit.sh
