@@ -11,17 +11,18 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use crate::app::Shared;
 use crate::control::ReloadOutcome;
@@ -34,9 +35,36 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 
 type Answer = Response<Full<Bytes>>;
 
+/// Open admin connections at most; more wait in the accept queue. Scrapers,
+/// probes and dashboards need a handful.
+const MAX_CONNECTIONS: usize = 64;
+/// A request head must arrive this fast, and an idle connection closes after
+/// this long: a stuck or hostile client cannot hold the admin listener.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves the admin API until `shutdown` turns true.
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(CONNECTION_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(32)
+        .keep_alive_interval(CONNECTION_TIMEOUT)
+        .keep_alive_timeout(CONNECTION_TIMEOUT);
+    let builder = Arc::new(builder);
     loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&slots).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            _ = crate::app::stopped(&mut shutdown) => return,
+        };
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -49,14 +77,16 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch
             _ = crate::app::stopped(&mut shutdown) => return,
         };
         let shared = Arc::clone(&shared);
+        let builder = Arc::clone(&builder);
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let shared = Arc::clone(&shared);
                 async move { Ok::<_, Infallible>(answer(&shared, req).await) }
             });
-            let _ = auto::Builder::new(TokioExecutor::new())
+            let _ = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
+            drop(permit);
         });
     }
 }

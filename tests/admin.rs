@@ -391,3 +391,40 @@ async fn admin_reload_applies_the_file_and_reports_errors() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn an_admin_client_that_never_finishes_its_head_is_cut() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let v1 = Backend::start("v1").await;
+    let gw = TestGateway::start(&single(&[v1.addr()], "", ""));
+    let mut stalled = tokio::net::TcpStream::connect(gw.gateway.admin_addr())
+        .await
+        .expect("connect");
+    stalled
+        .write_all(b"GET /status HTTP/1.1\r\nHost: admin\r\n")
+        .await
+        .expect("write");
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 256];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            match stalled.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the stalled admin connection was never closed"
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(5),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    // The admin listener still answers others.
+    let healthz = Client::new().get(&gw.admin_url("/healthz")).await;
+    assert_eq!(healthz.status, 200);
+}
