@@ -60,8 +60,31 @@ for s in conns:
     if s.recv(4096).startswith(b"HTTP/1.1 200"):
         ok += 1
 print(f"connections: {len(conns)}, answered 200: {ok}", flush=True)
-rss = [l for l in open(f"/proc/{gw}/status") if l.startswith("VmRSS")][0].split()[1]
-print(f"gateway RSS with all idle: {int(rss)/1024:.1f} MiB", flush=True)
+def rss():
+    return int([l for l in open(f"/proc/{gw}/status") if l.startswith("VmRSS")][0].split()[1]) / 1024
+print(f"gateway RSS when the last answer arrived: {rss():.1f} MiB", flush=True)
+# Idle connections are parked within about a second (PARK_AFTER + a tick).
+time.sleep(3)
+print(f"gateway RSS with all idle for 3 s: {rss():.1f} MiB", flush=True)
+# Still usable: every connection gets a second answer (one at a time, so
+# the upstream sees one request at once).
+again = 0
+seen = {}
+for s in conns:
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    try:
+        got = s.recv(4096)
+    except OSError as e:
+        got = repr(e).encode()
+    if got.startswith(b"HTTP/1.1 200"):
+        again += 1
+    else:
+        key = got[:40]
+        seen[key] = seen.get(key, 0) + 1
+for k, v in list(seen.items())[:5]:
+    print(f"  other answer x{v}: {k!r}", flush=True)
+print(f"second request on each idle connection, answered 200: {again}", flush=True)
+print(f"gateway RSS after the second requests: {rss():.1f} MiB", flush=True)
 time.sleep(1)
 for s in conns:
     s.close()

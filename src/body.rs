@@ -89,6 +89,12 @@ impl Body for RequestBody {
                     }
                     this.remaining -= len;
                 }
+                // A sized body is often not polled past its last bytes.
+                if this.inner.as_ref().is_some_and(Body::is_end_stream) {
+                    if let Some(conn) = &this.conn {
+                        conn.body_done.store(true, Ordering::Relaxed);
+                    }
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
@@ -220,6 +226,9 @@ impl Drop for ResponseBody {
                 );
             }
             conn.completed.fetch_add(1, Ordering::Release);
+            if conn.wake_when_done.load(Ordering::Relaxed) {
+                conn.waker.wake();
+            }
         }
     }
 }

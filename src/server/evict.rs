@@ -12,7 +12,7 @@
 //! request; the registry's lock is taken when a connection opens and closes,
 //! and on eviction.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -34,6 +34,8 @@ pub fn idle_stamp(at: Instant) -> u64 {
 #[derive(Debug, Default)]
 pub struct Registry {
     conns: Mutex<Slab<Arc<ConnState>>>,
+    /// Times a connection was parked between requests (see `server`).
+    parks: AtomicU64,
 }
 
 /// Removes its connection from the registry when dropped.
@@ -54,6 +56,15 @@ impl Registry {
             registry: self,
             key,
         }
+    }
+
+    pub fn parked(&self) {
+        self.parks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Times a connection was parked between requests, since start.
+    pub fn parks(&self) -> u64 {
+        self.parks.load(Ordering::Relaxed)
     }
 
     /// Asks up to `max` idle connections, those idle longest, to close. Returns how many were asked.

@@ -27,7 +27,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -61,8 +61,24 @@ pub struct ConnState {
     pub idle_since: AtomicU64,
     /// Set to ask an idle connection to close (to admit a new one).
     pub evict: AtomicBool,
-    /// Wakes the connection's task when it is asked to close.
+    /// Wakes the connection's task when it is asked to close, and when its
+    /// response ends if `wake_when_done`.
     pub waker: AtomicWaker,
+    /// The guard parks the connection as soon as this response ends, so it
+    /// wants to hear of it at once.
+    pub wake_when_done: AtomicBool,
+    /// When the connection's last request head began, in
+    /// [`evict::idle_stamp`] milliseconds (0: none yet). Kept across parks.
+    pub last_head: AtomicU64,
+}
+
+impl ConnState {
+    /// Ready for a new hyper connection on the same socket (after parking).
+    pub fn reset(&self) {
+        self.completed.store(0, Ordering::Relaxed);
+        self.passthrough.store(false, Ordering::Relaxed);
+        self.body_done.store(false, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -88,8 +104,33 @@ enum Phase {
     Passthrough,
 }
 
+/// Where a guard leaves its socket when it parks the connection.
+pub type ParkSlot<T> = Mutex<Option<T>>;
+
+/// A keep-alive connection idle this long is parked: hyper's connection (its
+/// buffers and state, ~30 KiB) is ended and the bare socket waits for the next
+/// request (as NGINX frees a keep-alive connection's buffers). A connection
+/// whose requests come further apart than this (or after its first request)
+/// is parked as soon as it has nothing to read. Busy connections never wait
+/// this long between requests, so they pay nothing.
+pub const PARK_AFTER: Duration = Duration::from_millis(250);
+
 pub struct Guarded<T> {
-    inner: T,
+    /// The socket; `None` only once it was handed to the park slot.
+    inner: Option<T>,
+    /// Set when the connection may be parked between requests.
+    park: Option<Arc<ParkSlot<T>>>,
+    /// The idle deadline ahead is for parking, not for closing.
+    park_due: bool,
+    /// Park as soon as the socket has nothing to read: the connection's
+    /// requests have come sparsely (or this was its first).
+    park_now: bool,
+    /// hyper may hold bytes the guard did not scan (a body, and whatever
+    /// followed it): a request could be in hyper's buffer unseen, so this
+    /// connection is never parked.
+    unseen: bool,
+    /// Parking: reads end, shutdown is skipped, the socket goes to the slot.
+    parking: bool,
     state: Arc<ConnState>,
     limits: GuardLimits,
     phase: Phase,
@@ -109,11 +150,31 @@ pub struct Guarded<T> {
     pending: Option<(StatusCode, &'static str)>,
 }
 
+/// Polls the socket, or fails if it was already handed over.
+macro_rules! io {
+    ($this:expr) => {
+        match $this.inner.as_mut() {
+            Some(inner) => Pin::new(inner),
+            None => return Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    };
+}
+
 impl<T> Guarded<T> {
     /// Wraps a new connection. `h2` is true when ALPN already chose HTTP/2.
-    pub fn new(inner: T, state: Arc<ConnState>, limits: GuardLimits, h2: bool) -> Self {
+    /// With `park`, the connection is parked there once idle for
+    /// [`PARK_AFTER`] between requests.
+    pub fn new(
+        inner: T,
+        state: Arc<ConnState>,
+        limits: GuardLimits,
+        h2: bool,
+        park: Option<Arc<ParkSlot<T>>>,
+    ) -> Self {
+        // At most a second, so an idle connection parks within a second or
+        // so of PARK_AFTER.
         let granularity = (limits.header_read_timeout.min(limits.idle_timeout) / 4)
-            .max(Duration::from_millis(20));
+            .clamp(Duration::from_millis(20), Duration::from_secs(1));
         let now = Instant::now();
         // The first request must begin within the head timeout.
         let deadline = now + limits.header_read_timeout.min(limits.idle_timeout);
@@ -125,7 +186,12 @@ impl<T> Guarded<T> {
                 .store(evict::idle_stamp(now.into_std()), Ordering::Relaxed);
         }
         Guarded {
-            inner,
+            inner: Some(inner),
+            park: if h2 { None } else { park },
+            park_due: false,
+            park_now: false,
+            unseen: false,
+            parking: false,
             state,
             limits,
             phase: if h2 { Phase::Passthrough } else { Phase::Idle },
@@ -189,6 +255,10 @@ impl<T> Guarded<T> {
                     return;
                 }
             }
+        }
+        if offset < buf.filled().len() {
+            // A body, maybe followed by more requests.
+            self.unseen = true;
         }
     }
 
@@ -258,15 +328,13 @@ impl<T> Guarded<T> {
 impl<T: AsyncRead + AsyncWrite + Unpin> Guarded<T> {
     fn poll_reply(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.reply_written < self.reply.len() {
-            let n = ready!(
-                Pin::new(&mut self.inner).poll_write(cx, &self.reply[self.reply_written..])
-            )?;
+            let n = ready!(io!(self).poll_write(cx, &self.reply[self.reply_written..]))?;
             if n == 0 {
                 break;
             }
             self.reply_written += n;
         }
-        ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
+        ready!(io!(self).poll_flush(cx))?;
         self.phase = Phase::Done;
         Poll::Ready(Ok(()))
     }
@@ -281,7 +349,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<T> {
         let this = self.get_mut();
         loop {
             match this.phase {
-                Phase::Passthrough => return Pin::new(&mut this.inner).poll_read(cx, buf),
+                Phase::Passthrough => return io!(this).poll_read(cx, buf),
                 Phase::Done => return Poll::Ready(Ok(())),
                 Phase::Reply => {
                     // Errors writing our own answer end the connection all the same.
@@ -317,7 +385,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<T> {
                         return Poll::Pending;
                     }
                     if completed < this.heads {
-                        let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+                        let before = buf.filled().len();
+                        let read = io!(this).poll_read(cx, buf);
+                        if buf.filled().len() > before {
+                            this.unseen = true;
+                        }
                         if read.is_pending() {
                             if this.tick_fired(cx) {
                                 // The response may end without hyper polling a
@@ -331,14 +403,22 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<T> {
                     }
                     this.phase = Phase::Idle;
                     let now = Instant::now();
-                    this.deadline = Some(now + this.limits.idle_timeout);
+                    this.park_due = this.park.is_some()
+                        && !this.unseen
+                        && PARK_AFTER < this.limits.idle_timeout;
+                    let wait = if this.park_due {
+                        PARK_AFTER
+                    } else {
+                        this.limits.idle_timeout
+                    };
+                    this.deadline = Some(now + wait);
                     this.state
                         .idle_since
                         .store(evict::idle_stamp(now.into_std()), Ordering::Relaxed);
                 }
                 Phase::Idle | Phase::Head => {
                     let before = buf.filled().len();
-                    match Pin::new(&mut this.inner).poll_read(cx, buf) {
+                    match io!(this).poll_read(cx, buf) {
                         Poll::Ready(Ok(())) => {
                             let n = buf.filled().len() - before;
                             if n == 0 {
@@ -347,8 +427,20 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<T> {
                             if this.phase == Phase::Idle {
                                 this.phase = Phase::Head;
                                 this.state.idle_since.store(0, Ordering::Relaxed);
-                                this.deadline =
-                                    Some(Instant::now() + this.limits.header_read_timeout);
+                                let now = Instant::now();
+                                // A first request, or one long after the one
+                                // before: most likely nothing follows soon.
+                                let stamp = evict::idle_stamp(now.into_std());
+                                let last = this.state.last_head.swap(stamp, Ordering::Relaxed);
+                                this.park_now = this.park.is_some()
+                                    && (last == 0
+                                        || stamp.saturating_sub(last)
+                                            >= PARK_AFTER.as_millis() as u64);
+                                this.state
+                                    .wake_when_done
+                                    .store(this.park_now, Ordering::Relaxed);
+                                this.park_due = false;
+                                this.deadline = Some(now + this.limits.header_read_timeout);
                                 this.scan.reset(this.heads == 0);
                             }
                             match this
@@ -375,6 +467,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<T> {
                         }
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                         Poll::Pending => {
+                            if this.phase == Phase::Idle && this.park_now && !this.unseen {
+                                // Nothing to read yet: free hyper's state now.
+                                this.parking = true;
+                                this.phase = Phase::Done;
+                                continue;
+                            }
                             if this.phase == Phase::Idle {
                                 // Registered before looking, so a request to
                                 // close that comes in between still wakes us.
@@ -406,6 +504,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<T> {
                                     "request head not received in time",
                                 );
                             } else {
+                                // Idle: hyper sees the end of the stream and
+                                // ends its connection; parked, the socket
+                                // lives on without it.
+                                this.parking = this.park_due && !this.unseen;
                                 this.phase = Phase::Done;
                             }
                         }
@@ -423,7 +525,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let written = Pin::new(&mut this.inner).poll_write(cx, buf);
+        let written = io!(this).poll_write(cx, buf);
         this.track_write(cx, written)
     }
 
@@ -433,20 +535,36 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        let written = io!(this).poll_write_vectored(cx, bufs);
         this.track_write(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.inner.as_ref().is_some_and(T::is_write_vectored)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        io!(self.get_mut()).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.parking {
+            // The socket stays open for the next request.
+            return Poll::Ready(Ok(()));
+        }
+        io!(this).poll_shutdown(cx)
+    }
+}
+
+impl<T> Drop for Guarded<T> {
+    fn drop(&mut self) {
+        if !self.parking {
+            return;
+        }
+        if let (Some(slot), Some(inner)) = (&self.park, self.inner.take()) {
+            *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(inner);
+        }
     }
 }
 

@@ -5,20 +5,29 @@
 //! the workers and a connection, its requests and its upstream connections
 //! stay on one thread. Connections pass through the [`guard`] and are served
 //! by hyper-util's `auto` builder (HTTP/1.1 and h2c prior knowledge), with
-//! upgrades, and are watched for graceful shutdown.
+//! upgrades, and are drained on graceful shutdown.
+//!
+//! An HTTP/1 connection holds hyper's state (buffers, connection future; about
+//! 30 KiB) only while it has a request to serve: a new connection waits for
+//! its first byte on the bare socket, and one idle for [`guard::PARK_AFTER`]
+//! between requests is *parked* — its hyper connection ends and the socket
+//! waits alone for the next request, when a new hyper connection takes over.
 
 pub mod evict;
 pub mod guard;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::runtime::Runtime;
 use tokio::sync::{watch, Semaphore, TryAcquireError};
@@ -26,7 +35,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, Limits};
 use crate::proxy::{self, Conn, Worker};
-use guard::{ConnState, GuardLimits, Guarded};
+use guard::{ConnState, GuardLimits, Guarded, ParkSlot, PARK_AFTER};
 
 /// Pending connections the kernel queues per socket.
 const BACKLOG: u32 = 4096;
@@ -96,7 +105,9 @@ struct Serving {
     worker: Arc<Worker>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     slots: Arc<Semaphore>,
-    graceful: GracefulShutdown,
+    /// Turned true at shutdown; every connection holds a receiver, so the
+    /// sender sees when the last one has ended.
+    drain: watch::Sender<bool>,
 }
 
 /// Serves a worker's listeners until `stop` turns true, then waits up to
@@ -112,7 +123,7 @@ pub async fn serve(
         worker,
         builder: Arc::new(builder(&limits)),
         slots,
-        graceful: GracefulShutdown::new(),
+        drain: watch::Sender::new(false),
     });
     let sweeper = tokio::spawn(sweep_pool(Arc::clone(&serving.worker)));
     let loops: Vec<_> = listeners
@@ -126,7 +137,7 @@ pub async fn serve(
     let Ok(serving) = Arc::try_unwrap(serving) else {
         return;
     };
-    let open = serving.graceful.count();
+    let open = serving.drain.receiver_count();
     if open > 0 {
         tracing::debug!(
             worker = serving.worker.id,
@@ -143,7 +154,9 @@ pub async fn serve(
         .config
         .shutdown
         .timeout;
-    if tokio::time::timeout(drain, serving.graceful.shutdown())
+    // Requests in flight are finished, idle connections closed.
+    serving.drain.send_replace(true);
+    if tokio::time::timeout(drain, serving.drain.closed())
         .await
         .is_err()
     {
@@ -236,16 +249,24 @@ async fn accept_loop(serving: Arc<Serving>, bound: BoundListener, mut stop: watc
         let task = Connection {
             worker: Arc::clone(&serving.worker),
             builder: Arc::clone(&serving.builder),
-            watcher: serving.graceful.watcher(),
+            drain: serving.drain.subscribe(),
             limits,
             peer,
         };
         open.inc();
         let open = open.clone();
-        tokio::spawn(async move {
-            match tls {
-                None => task.serve(stream, false, false).await,
-                Some(acceptor) => {
+        // Plain and TLS connections are separate tasks: a plain one's task
+        // does not carry the room for a TLS session and its handshake.
+        match tls {
+            None => {
+                tokio::spawn(async move {
+                    task.serve(stream, false, false).await;
+                    open.dec();
+                    drop(permit);
+                });
+            }
+            Some(acceptor) => {
+                tokio::spawn(async move {
                     // A stalled handshake is bounded like a slow request head.
                     let limit = task.limits.header_read_timeout;
                     match tokio::time::timeout(limit, acceptor.accept(stream)).await {
@@ -258,11 +279,11 @@ async fn accept_loop(serving: Arc<Serving>, bound: BoundListener, mut stop: watc
                         }
                         Err(_) => tracing::debug!(peer = %task.peer, "TLS handshake timed out"),
                     }
-                }
+                    open.dec();
+                    drop(permit);
+                });
             }
-            open.dec();
-            drop(permit);
-        });
+        }
     }
 }
 
@@ -286,17 +307,17 @@ async fn accept(
 struct Connection {
     worker: Arc<Worker>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: Watcher,
+    drain: watch::Receiver<bool>,
     limits: Limits,
     peer: std::net::SocketAddr,
 }
 
 impl Connection {
     /// Serves HTTP on `io` until the connection ends. `h2` is true when ALPN
-    /// already chose HTTP/2.
-    async fn serve<I>(self, io: I, tls: bool, h2: bool)
+    /// already chose HTTP/2 (never parked).
+    async fn serve<I>(mut self, io: I, tls: bool, h2: bool)
     where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let state = Arc::new(ConnState::default());
         let shared = Arc::clone(&self.worker.shared);
@@ -307,20 +328,168 @@ impl Connection {
             idle_timeout: self.limits.idle_timeout,
             max_header_bytes: self.limits.max_header_bytes,
         };
-        let io = TokioIo::new(Guarded::new(io, state, guard, h2));
-        let worker = self.worker;
-        let service = service_fn(move |req| {
-            let worker = Arc::clone(&worker);
-            let conn = Arc::clone(&conn);
-            async move { proxy::handle(&worker, &conn, req).await }
-        });
-        let connection = self
-            .builder
-            .serve_connection_with_upgrades(io, service)
-            .into_owned();
-        if let Err(e) = self.watcher.watch(connection).await {
-            tracing::trace!(error = %e, "connection ended with an error");
+        let parks = !h2 && PARK_AFTER < guard.idle_timeout;
+        let mut io = Woken::new(io);
+        if parks {
+            // Idle (and evictable) until its first byte, which must come
+            // within the head timeout.
+            state.idle_since.store(
+                evict::idle_stamp(std::time::Instant::now()),
+                Ordering::Relaxed,
+            );
+            let limit = guard.header_read_timeout.min(guard.idle_timeout);
+            if !wait_for_request(&mut self.drain, &mut io, &state, limit).await {
+                return;
+            }
         }
+        loop {
+            let slot: Option<Arc<ParkSlot<Woken<I>>>> = parks.then(Arc::default);
+            let guarded = Guarded::new(io, Arc::clone(&state), guard, h2, slot.clone());
+            let (worker, conn) = (Arc::clone(&self.worker), Arc::clone(&conn));
+            let service = service_fn(move |req| {
+                let worker = Arc::clone(&worker);
+                let conn = Arc::clone(&conn);
+                async move { proxy::handle(&worker, &conn, req).await }
+            });
+            // Boxed: the task keeps only a pointer while the socket is parked.
+            let mut connection = Box::pin(
+                self.builder
+                    .serve_connection_with_upgrades(TokioIo::new(guarded), service)
+                    .into_owned(),
+            );
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                _ = self.drain.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.as_mut().await
+                }
+            };
+            // Dropping hyper's connection drops the guard, which hands a
+            // parked socket to the slot.
+            drop(connection);
+            if let Err(e) = ended {
+                tracing::trace!(error = %e, "connection ended with an error");
+            }
+            let parked =
+                slot.and_then(|slot| slot.lock().unwrap_or_else(PoisonError::into_inner).take());
+            let Some(parked) = parked else {
+                return;
+            };
+            io = parked;
+            shared.conns.parked();
+            state.reset();
+            // What is left of idle_timeout since the last response ended.
+            let since = state.idle_since.load(Ordering::Relaxed);
+            let now = evict::idle_stamp(std::time::Instant::now());
+            let idle_for = Duration::from_millis(now.saturating_sub(since));
+            let limit = guard.idle_timeout.saturating_sub(idle_for);
+            if !wait_for_request(&mut self.drain, &mut io, &state, limit).await {
+                return;
+            }
+        }
+    }
+}
+
+/// Waits, holding only the socket, for the first byte of the next request, at
+/// most `limit`. False when the connection should close instead: the client
+/// closed it, the time ran out, it was evicted to admit another connection
+/// (`max_connections`), or the server is shutting down.
+async fn wait_for_request<I: AsyncRead + Unpin>(
+    drain: &mut watch::Receiver<bool>,
+    io: &mut Woken<I>,
+    state: &ConnState,
+    limit: Duration,
+) -> bool {
+    if *drain.borrow() {
+        return false;
+    }
+    let evicted = std::future::poll_fn(|cx| {
+        state.waker.register(cx.waker());
+        if state.evict.load(Ordering::Relaxed) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    });
+    tokio::select! {
+        woke = io.first_byte() => woke,
+        () = evicted => false,
+        () = tokio::time::sleep(limit) => false,
+        _ = drain.changed() => false,
+    }
+}
+
+/// A connection's socket between hyper connections: the byte that woke it
+/// is read again first.
+struct Woken<I> {
+    first: Option<u8>,
+    io: I,
+}
+
+impl<I: AsyncRead + Unpin> Woken<I> {
+    fn new(io: I) -> Self {
+        Woken { first: None, io }
+    }
+
+    /// Reads the first byte of what comes next; false at end of stream or
+    /// on an error.
+    async fn first_byte(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        match self.io.read(&mut byte).await {
+            Ok(1) => {
+                self.first = Some(byte[0]);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Woken<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(byte) = this.first {
+            if buf.remaining() > 0 {
+                buf.put_slice(&[byte]);
+                this.first = None;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Woken<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 
