@@ -6,11 +6,13 @@
 # make one request and then stay open and idle, and reports the gateway's RSS
 # before and after. Everything on 127.0.0.1, bounded, stopped by PID.
 #
-#   bench/idle-connections.sh            # N=10000
+#   bench/idle-connections.sh            # N=10000, opened as fast as possible
 #   N=2000 bench/idle-connections.sh
+#   RATE=2500 bench/idle-connections.sh  # at most 2,500 new connections a second
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 N=${N:-10000}
+RATE=${RATE:-0}
 BIN=${SWITCHYARD_BIN:-$PWD/target/release/switchyard}
 WORK=${BENCH_WORK:-$PWD/target/bench-idle}
 command -v nginx >/dev/null || { echo "nginx not found (../shared/bench/setup.sh installs it)" >&2; exit 2; }
@@ -41,9 +43,10 @@ RUST_LOG=warn "$BIN" run -c "$WORK/switchyard.yaml" >/dev/null 2>"$WORK/switchya
 for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18095/ -o /dev/null && break; sleep 0.05; done
 rss() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 before=$(rss "$GW")
-python3 - "$N" "$GW" <<'PY'
+python3 - "$N" "$GW" "$RATE" <<'PY'
 import socket, sys, time, resource
-n, gw = int(sys.argv[1]), sys.argv[2]
+n, gw, rate = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+started = time.time()
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 conns = []
@@ -52,6 +55,11 @@ for i in range(n):
     s = socket.create_connection(("127.0.0.1", 18095))
     s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     conns.append(s)
+    if rate > 0:
+        # Paced: connection i opens no earlier than i / rate seconds in.
+        ahead = (i + 1) / rate - (time.time() - started)
+        if ahead > 0:
+            time.sleep(ahead)
     if time.time() > deadline:
         break
 ok = 0
@@ -59,7 +67,8 @@ for s in conns:
     s.settimeout(10)
     if s.recv(4096).startswith(b"HTTP/1.1 200"):
         ok += 1
-print(f"connections: {len(conns)}, answered 200: {ok}", flush=True)
+opened_in = time.time() - started
+print(f"connections: {len(conns)} opened in {opened_in:.1f} s, answered 200: {ok}", flush=True)
 def rss():
     return int([l for l in open(f"/proc/{gw}/status") if l.startswith("VmRSS")][0].split()[1]) / 1024
 print(f"gateway RSS when the last answer arrived: {rss():.1f} MiB", flush=True)

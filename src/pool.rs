@@ -20,8 +20,11 @@ use crate::body::RequestBody;
 
 /// Idle upstream connections are closed after this long.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// At most this many idle connections are kept per endpoint and worker.
-pub const MAX_IDLE_PER_ENDPOINT: usize = 512;
+/// At most this many idle connections are kept per endpoint and worker
+/// (each holds ~26 KiB of hyper buffers and channels; NGINX's `keepalive` is
+/// commonly 32–320 per worker). More concurrent requests than this still
+/// open connections; the extra ones close once idle.
+pub const MAX_IDLE_PER_ENDPOINT: usize = 128;
 /// How often idle connections are swept.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(15);
 

@@ -28,7 +28,7 @@ use crate::pool;
 /// Idle upstream connections are closed after this long.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// At most this many idle connections are kept per endpoint and worker.
-const POOL_MAX_IDLE_PER_ENDPOINT: usize = 512;
+const POOL_MAX_IDLE_PER_ENDPOINT: usize = pool::MAX_IDLE_PER_ENDPOINT;
 
 /// TLS to an upstream: the client config and the name to verify.
 #[derive(Clone)]
