@@ -27,27 +27,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 CONNS=${CONNS:-300}
 SECS=${SECS:-20}
 RATE=${RATE:-150}
-BIN=${SWITCHYARD_BIN:-target/debug/switchyard}
 MODES=("$@")
 [[ ${#MODES[@]} -gt 0 ]] || MODES=(headers body read flood)
 
-for tool in slowhttptest curl python3; do
-    command -v "$tool" >/dev/null || { echo "slow-clients: missing $tool (apt-get install -y $tool)" >&2; exit 1; }
-done
-[[ -x $BIN ]] || { echo "slow-clients: missing $BIN: run cargo build (or set SWITCHYARD_BIN)" >&2; exit 1; }
+script=slow-clients
+source scripts/local-run.sh
+need_tools slowhttptest curl python3
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    if [[ -n ${KEEP:-} ]]; then echo "kept $work" >&2; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 backend_port=$(free_port)
 gw_port=$(free_port)
 admin_port=$(free_port)

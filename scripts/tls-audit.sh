@@ -7,23 +7,10 @@
 # built binary (SWITCHYARD_BIN overrides target/debug/switchyard).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-BIN=${SWITCHYARD_BIN:-target/debug/switchyard}
-for tool in sslscan openssl curl python3; do
-    command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
-done
-[[ -x $BIN ]] || { echo "missing $BIN: run cargo build (or set SWITCHYARD_BIN)" >&2; exit 1; }
+script=tls-audit
+source scripts/local-run.sh
+need_tools sslscan openssl curl python3
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 tls_port=$(free_port)
 admin_port=$(free_port)
 backend_port=$(free_port)

@@ -342,7 +342,7 @@ async fn attempt(
     target: &Target<'_>,
     version: usize,
     mut parts: http::request::Parts,
-    body: RequestBody,
+    mut body: RequestBody,
     ex: &mut Exchange,
     shared: &Shared,
 ) -> Result<Response<Incoming>, ProxyError> {
@@ -352,7 +352,6 @@ async fn attempt(
         .pick(backend.load_balancing)
         .ok_or_else(|| ProxyError::NoHealthyEndpoint(backend.name.clone()))?;
     let metrics = &target.route.metrics[version];
-    let mut body = body;
     // A connection that could not be made is tried once more on another
     // endpoint of the version: nothing of the request was sent yet.
     let mut next_tried = false;

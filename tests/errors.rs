@@ -224,19 +224,10 @@ async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
     conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .expect("write");
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
     let started = Instant::now();
-    let closed = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match conn.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "idle connection not closed");
+    let got = read_until_closed(&mut conn, Duration::from_secs(5))
+        .await
+        .expect("idle connection not closed");
     assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
     assert!(
         started.elapsed() >= Duration::from_millis(350),
@@ -285,18 +276,10 @@ async fn a_client_that_reads_nothing_of_a_response_is_cut_after_idle_timeout() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // ...then everything: a cut connection ends short of the body; one left
     // open would deliver the whole response and stay open (keep-alive).
-    let mut total = 0usize;
-    let mut buf = vec![0u8; 64 * 1024];
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match conn.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => total += n,
-            }
-        }
-    })
-    .await;
-    assert!(ended.is_ok(), "the stalled connection was never closed");
+    let total = read_until_closed(&mut conn, Duration::from_secs(10))
+        .await
+        .expect("the stalled connection was never closed")
+        .len();
     assert!(
         total < size,
         "read {total} bytes: the whole response came through"

@@ -120,6 +120,24 @@ pub async fn raw_request(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> S
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Reads `stream` until the peer closes it (end of stream or an error), at
+/// most `limit`. Returns what was read, or `None` if it was still open then.
+pub async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    tokio::time::timeout(limit, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .ok()?;
+    Some(got)
+}
+
 // ---------------------------------------------------------------------------
 // Task lifetime plumbing shared by the servers in this module.
 // ---------------------------------------------------------------------------
