@@ -7,7 +7,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -56,6 +56,8 @@ pub struct Conn {
     /// The client address as an `X-Forwarded-For` element, built once.
     pub peer_ip: HeaderValue,
     pub tls: bool,
+    /// Lent to one request at a time (HTTP/2's concurrent ones make their own).
+    head_timer: Mutex<upstream::HeadTimer>,
 }
 
 impl Conn {
@@ -67,7 +69,27 @@ impl Conn {
             peer,
             peer_ip,
             tls,
+            head_timer: Mutex::default(),
         }
+    }
+
+    fn lend_timer(&self) -> upstream::HeadTimer {
+        match self.head_timer.try_lock() {
+            Ok(mut timer) => std::mem::take(&mut *timer),
+            Err(_) => upstream::HeadTimer::default(),
+        }
+    }
+
+    fn return_timer(&self, timer: upstream::HeadTimer) {
+        if let Ok(mut slot) = self.head_timer.try_lock() {
+            *slot = timer;
+        }
+    }
+
+    /// Frees the timer while the connection is parked (busy connections,
+    /// which never park, are the ones that reuse it).
+    pub fn release_timer(&self) {
+        self.return_timer(upstream::HeadTimer::default());
     }
 }
 
@@ -86,6 +108,8 @@ struct Exchange {
     attempted: bool,
     /// The pooled connection the answer comes from.
     pooled: Option<upstream::Pooled>,
+    /// Times the wait for the response head; the connection's, lent.
+    timer: upstream::HeadTimer,
 }
 
 /// Serves one request; never fails (errors become responses).
@@ -107,7 +131,10 @@ pub async fn handle(
         .config
         .access_log
         .then(|| AccessRecord::begin(&req, &request_id, started));
-    let mut ex = Exchange::default();
+    let mut ex = Exchange {
+        timer: conn.lend_timer(),
+        ..Exchange::default()
+    };
 
     let mut response = match forward(worker, conn, &snapshot, &mut ex, &request_id, req).await {
         Ok(response) => response,
@@ -132,6 +159,7 @@ pub async fn handle(
             response
         }
     };
+    conn.return_timer(std::mem::take(&mut ex.timer));
     if !ex.attempted {
         // The gateway answered by itself: count it on the route, or as
         // unrouted.
@@ -364,6 +392,7 @@ async fn attempt(
             endpoint,
             target.worker,
             request,
+            &mut ex.timer,
             target.timeout,
             target.body_limit,
         )
@@ -472,7 +501,8 @@ async fn mirror(
     let _in_flight = InFlight::new(Arc::clone(endpoint));
     let started = Instant::now();
     let request = Request::from_parts(parts, RequestBody::empty());
-    let exchanged = upstream::exchange(endpoint, worker, request, timeout, 0).await;
+    let mut timer = upstream::HeadTimer::default();
+    let exchanged = upstream::exchange(endpoint, worker, request, &mut timer, timeout, 0).await;
     let (result, pooled) = match exchanged {
         Ok((response, pooled)) => (Ok(response), pooled),
         Err(failed) => (Err(failed.error), None),
@@ -674,7 +704,7 @@ fn prepare_request_headers(
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
-const HOP_BY_HOP: [HeaderName; 6] = [
+const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -683,9 +713,20 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::TRAILER,
 ];
 
-fn is_hop_by_hop(name: &HeaderName, request: bool) -> bool {
-    HOP_BY_HOP.contains(name) || (request && name == header::TE)
+/// Which hop-by-hop header `name` is, as a bit: `HOP_BY_HOP[i]` is `1 << i`,
+/// `TE` (requests only) is `TE_BIT`; 0 for any other header.
+fn hop_by_hop_bit(name: &HeaderName, request: bool) -> u8 {
+    if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+        return 1 << i;
+    }
+    if request && name == header::TE {
+        return TE_BIT;
+    }
+    0
 }
+
+const HOP_BY_HOP_COUNT: usize = 6;
+const TE_BIT: u8 = 1 << HOP_BY_HOP_COUNT;
 
 /// Whether a `Connection` value names a header beyond the hop-by-hop ones
 /// (`close`, `keep-alive` and `upgrade` are removed anyway).
@@ -707,15 +748,14 @@ fn names_other_headers(value: &HeaderValue) -> bool {
 /// messages carry none or only `Connection: keep-alive`, so one pass over the
 /// names decides whether anything needs removing at all.
 fn strip_hop_by_hop(headers: &mut HeaderMap, request: bool) {
-    let mut found = false;
+    let mut found = 0u8;
     let mut named = false;
     for (name, value) in headers.iter() {
-        if is_hop_by_hop(name, request) {
-            found = true;
-            named |= name == header::CONNECTION && names_other_headers(value);
-        }
+        let bit = hop_by_hop_bit(name, request);
+        found |= bit;
+        named |= bit == 1 && names_other_headers(value);
     }
-    if !found {
+    if found == 0 {
         return;
     }
     if named {
@@ -729,10 +769,13 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, request: bool) {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    // Only what is there: most messages carry just `Connection`.
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if found & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
-    if request {
+    if found & TE_BIT != 0 {
         headers.remove(header::TE);
     }
 }
@@ -757,6 +800,21 @@ mod tests {
         assert!(names_other_headers(&HeaderValue::from_static(
             "keep-alive, x-secret"
         )));
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_goes_alone_and_te_only_from_requests() {
+        for name in HOP_BY_HOP.iter().chain([&header::TE]) {
+            for request in [true, false] {
+                let mut h = HeaderMap::new();
+                h.insert(name.clone(), HeaderValue::from_static("x"));
+                h.insert("x-kept", HeaderValue::from_static("1"));
+                strip_hop_by_hop(&mut h, request);
+                let kept = name == header::TE && !request;
+                assert_eq!(h.contains_key(name), kept, "{name}, request: {request}");
+                assert!(h.contains_key("x-kept"), "{name}, request: {request}");
+            }
+        }
     }
 
     #[test]

@@ -6,8 +6,11 @@
 //! [`ProxyError`] that decides the client's status.
 
 use std::error::Error as StdError;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -19,6 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use crate::body::{BodyTooLarge, RequestBody};
 use crate::endpoint::Endpoint;
@@ -149,25 +153,62 @@ impl From<ProxyError> for Failed {
     }
 }
 
+/// The timer bounding the wait for a response head, kept from one request
+/// to the next of a client connection: re-arming a registered tokio `Sleep`
+/// for a later deadline only moves its expiry, where a new `timeout` per
+/// request inserts into and removes from the timer wheel each time.
+#[derive(Default)]
+pub struct HeadTimer(Option<Pin<Box<Sleep>>>);
+
+impl HeadTimer {
+    /// Runs `fut` for at most `limit`; `None` when the time ran out.
+    pub async fn run<F: Future>(&mut self, limit: Duration, fut: F) -> Option<F::Output> {
+        let deadline = Instant::now() + limit;
+        let sleep = match &mut self.0 {
+            Some(sleep) => {
+                sleep.as_mut().reset(deadline);
+                sleep
+            }
+            None => self.0.insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            if sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
 /// Sends `req` to `endpoint` and waits for the response head, at most
-/// `timeout`. Plain HTTP goes through the worker's own connection pool; TLS
-/// through the endpoint's hyper-rustls client.
+/// `timeout` (timed by `timer`). Plain HTTP goes through the worker's own
+/// connection pool; TLS through the endpoint's hyper-rustls client.
 pub async fn exchange(
     endpoint: &Endpoint,
     worker: usize,
     req: Request<RequestBody>,
+    timer: &mut HeadTimer,
     timeout: Duration,
     body_limit: u64,
 ) -> Result<(Response<Incoming>, Option<Pooled>), Failed> {
     if let Some(client) = endpoint.upstream.tls_client(worker) {
-        return forward(client, req, timeout, body_limit)
-            .await
-            .map(|response| (response, None))
-            .map_err(Failed::from);
+        return match timer.run(timeout, client.request(req)).await {
+            Some(Ok(response)) => Ok((response, None)),
+            Some(Err(e)) => Err(classify(&e, body_limit).into()),
+            None => Err(ProxyError::Timeout.into()),
+        };
     }
-    match tokio::time::timeout(timeout, send_pooled(endpoint, req, body_limit)).await {
-        Ok(result) => result,
-        Err(_) => Err(ProxyError::Timeout.into()),
+    match timer
+        .run(timeout, send_pooled(endpoint, req, body_limit))
+        .await
+    {
+        Some(result) => result,
+        None => Err(ProxyError::Timeout.into()),
     }
 }
 
@@ -285,5 +326,43 @@ fn classify_chain(err: &(dyn StdError + 'static), connect: bool, body_limit: u64
         ProxyError::Connect(detail)
     } else {
         ProxyError::Reset(detail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each run is bounded by its own limit, whether the reused timer fired
+    /// before, is re-armed earlier (re-registered) or later (only extended).
+    #[tokio::test]
+    async fn a_reused_head_timer_bounds_each_run_by_its_own_limit() {
+        let ms = Duration::from_millis;
+        let mut timer = HeadTimer::default();
+        let never = std::future::pending::<u8>;
+        let after = |d: Duration, v: u8| async move {
+            tokio::time::sleep(d).await;
+            v
+        };
+
+        let started = Instant::now();
+        assert_eq!(timer.run(ms(50), never()).await, None);
+        assert!(started.elapsed() >= ms(50));
+        // After firing: re-armed for longer, the work finishes first.
+        assert_eq!(timer.run(ms(2000), after(ms(100), 1)).await, Some(1));
+        // Armed for 2 s and still registered: an earlier deadline is kept.
+        let started = Instant::now();
+        assert_eq!(timer.run(ms(50), never()).await, None);
+        assert!(started.elapsed() < ms(1500), "{:?}", started.elapsed());
+        // Re-armed later while registered (the extension path): fires at
+        // the new deadline, not the old one.
+        assert_eq!(timer.run(ms(300), after(ms(10), 2)).await, Some(2));
+        let started = Instant::now();
+        assert_eq!(timer.run(ms(600), after(ms(450), 3)).await, Some(3));
+        assert!(started.elapsed() >= ms(450));
+        let started = Instant::now();
+        assert_eq!(timer.run(ms(400), never()).await, None);
+        let took = started.elapsed();
+        assert!(took >= ms(400) && took < ms(1500), "{took:?}");
     }
 }

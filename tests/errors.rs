@@ -104,6 +104,36 @@ async fn an_upstream_slower_than_the_route_timeout_is_504() {
         .contains(resp.header("x-request-id").expect("id")));
 }
 
+/// The timer for the response head is kept from one request of a connection
+/// to the next: each request still gets its own route's timeout, shorter or
+/// longer than the one before, after it fired or not.
+#[tokio::test]
+async fn requests_on_one_connection_each_get_their_route_timeout() {
+    let (silent, _s) = Backend::silent().await;
+    let slow = Backend::start("slow").await;
+    slow.set_mode(Mode::Delay(Duration::from_millis(600)));
+    let yaml = format!(
+        "{}routes:\n  - name: short\n    match: {{ path_prefix: /short }}\n    backend: silent\n    timeout: 300ms\n  - name: long\n    backend: slow\n    timeout: 3s\nbackends:\n  silent:\n    versions:\n      v1: {{ endpoints: [\"{silent}\"] }}\n  slow:\n    versions:\n      v1: {{ endpoints: [\"{}\"] }}\n",
+        head(1),
+        slow.addr()
+    );
+    let gw = TestGateway::start(&yaml);
+    let client = Client::new();
+    for round in 0..2 {
+        let started = Instant::now();
+        let resp = client.get(&gw.url("/short")).await;
+        assert_eq!(resp.status, 504, "round {round}");
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_millis(2500),
+            "round {round}: the short route timed out after {took:?}"
+        );
+        let resp = client.get(&gw.url("/long")).await;
+        assert_eq!(resp.status, 200, "round {round}: {}", resp.text());
+    }
+    assert_eq!(slow.hits(), 2);
+}
+
 #[tokio::test]
 async fn a_declared_body_over_the_limit_is_413_without_reaching_the_upstream() {
     let backend = Backend::start("b").await;

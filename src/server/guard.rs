@@ -660,6 +660,20 @@ impl HeadScan {
                         b'\n' if empty => {}
                         b'\n' => self.state = LineState::LineStart,
                         b'\r' => {}
+                        // Not a preface: nothing more to learn from this
+                        // line, so straight to its end.
+                        _ if self.preface.is_none() => {
+                            match chunk[i..].iter().position(|&c| c == b'\n') {
+                                Some(at) => {
+                                    i += at + 1;
+                                    self.state = LineState::LineStart;
+                                }
+                                None => {
+                                    i = chunk.len();
+                                    self.state = LineState::RequestLine { empty: false };
+                                }
+                            }
+                        }
                         _ => self.state = LineState::RequestLine { empty: false },
                     }
                 }
@@ -823,6 +837,36 @@ mod tests {
             scan_whole(b"GET / HTTP/1.1\nHost: a\n\n"),
             Scan::Complete(24)
         );
+    }
+
+    #[test]
+    fn a_head_split_anywhere_in_two_completes_at_the_same_byte() {
+        let heads: [&[u8]; 3] = [
+            b"GET /a/long/path?q=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+            b"\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+            b"PRI /not-a-preface HTTP/1.1\r\nHost: a\r\n\r\n",
+        ];
+        for head in heads {
+            for first in [true, false] {
+                for at in 0..=head.len() {
+                    let (a, b) = head.split_at(at);
+                    let mut scan = HeadScan::new(first);
+                    let got = match scan.feed(a, 65536) {
+                        Scan::More => match scan.feed(b, 65536) {
+                            Scan::Complete(n) => Scan::Complete(a.len() + n),
+                            other => other,
+                        },
+                        other => other,
+                    };
+                    assert_eq!(
+                        got,
+                        Scan::Complete(head.len()),
+                        "split at {at}, first={first}"
+                    );
+                    assert!(scan.bodiless());
+                }
+            }
+        }
     }
 
     #[test]

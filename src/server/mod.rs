@@ -345,10 +345,10 @@ impl Connection {
         loop {
             let slot: Option<Arc<ParkSlot<Woken<I>>>> = parks.then(Arc::default);
             let guarded = Guarded::new(io, Arc::clone(&state), guard, h2, slot.clone());
-            let (worker, conn) = (Arc::clone(&self.worker), Arc::clone(&conn));
+            let (worker, served) = (Arc::clone(&self.worker), Arc::clone(&conn));
             let service = service_fn(move |req| {
                 let worker = Arc::clone(&worker);
-                let conn = Arc::clone(&conn);
+                let conn = Arc::clone(&served);
                 async move { proxy::handle(&worker, &conn, req).await }
             });
             // Boxed: the task keeps only a pointer while the socket is parked.
@@ -378,6 +378,7 @@ impl Connection {
             io = parked;
             shared.conns.parked();
             state.reset();
+            conn.release_timer();
             // What is left of idle_timeout since the last response ended.
             let since = state.idle_since.load(Ordering::Relaxed);
             let now = evict::idle_stamp(std::time::Instant::now());
