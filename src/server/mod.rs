@@ -16,6 +16,7 @@
 pub mod evict;
 pub mod guard;
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -357,12 +358,31 @@ impl Connection {
                     .serve_connection_with_upgrades(TokioIo::new(guarded), service)
                     .into_owned(),
             );
-            let ended = tokio::select! {
-                ended = connection.as_mut() => ended,
-                _ = self.drain.changed() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.as_mut().await
-                }
+            let ended = {
+                // Waiting on the drain signal registers this task once; after
+                // that a version check per poll tells whether it came (a
+                // `changed()` polled every time takes Notify's lock and a coop
+                // budget unit on every wake, about 1 % of a request).
+                let mut signal = self.drain.clone();
+                let mut signalled = std::pin::pin!(signal.changed());
+                let (mut registered, mut shutting) = (false, false);
+                let drain = &self.drain;
+                std::future::poll_fn(|cx| {
+                    if !shutting {
+                        let draining = if registered {
+                            drain.has_changed().unwrap_or(true)
+                        } else {
+                            registered = true;
+                            signalled.as_mut().poll(cx).is_ready()
+                        };
+                        if draining {
+                            connection.as_mut().graceful_shutdown();
+                            shutting = true;
+                        }
+                    }
+                    connection.as_mut().poll(cx)
+                })
+                .await
             };
             // Dropping hyper's connection drops the guard, which hands a
             // parked socket to the slot.
