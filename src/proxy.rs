@@ -122,7 +122,10 @@ pub async fn handle(
     let snapshot = worker.shared.snapshot.load_full();
     let request_id = match req.headers().get(X_REQUEST_ID) {
         Some(id) => id.clone(),
-        None => HeaderValue::from_bytes(&new_request_id()).unwrap_or(HeaderValue::from_static("-")),
+        // One allocation that the upstream request and the response share
+        // (a copied slice would allocate again when first cloned).
+        None => HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(new_request_id()))
+            .unwrap_or(HeaderValue::from_static("-")),
     };
     let http1 = req.version() <= Version::HTTP_11;
     let has_body = !http_body::Body::is_end_stream(req.body());
