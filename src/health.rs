@@ -89,9 +89,11 @@ impl Probes {
                     let Some(check) = check.clone() else {
                         if let Some(probe) = kept {
                             probe.task.abort();
+                            // No longer probed: whatever the probes decided
+                            // no longer holds, it counts as healthy. (An
+                            // endpoint that never was probed is left alone.)
+                            endpoint.healthy.store(true, Ordering::Relaxed);
                         }
-                        // Unprobed endpoints count as healthy.
-                        endpoint.healthy.store(true, Ordering::Relaxed);
                         continue;
                     };
                     match kept {

@@ -233,6 +233,29 @@ async fn live_endpoint_state_carries_over_and_new_endpoints_start_healthy() {
     );
 }
 
+/// A reload that removes a backend's health check puts the endpoints its
+/// probes had taken out back into rotation.
+#[tokio::test]
+async fn removing_the_health_check_brings_probed_out_endpoints_back() {
+    let backend = Backend::start("b").await;
+    backend.set_mode(Mode::Status(500));
+    let check = "health_check: { path: /health, interval: 100ms, timeout: 200ms, healthy_threshold: 1, unhealthy_threshold: 1 }";
+    let gw = FileGateway::start(&single(&[backend.addr()], check, ""));
+    let client = Client::new();
+    let probed_out = poll_until(Duration::from_secs(3), || async {
+        client.get(&gw.url()).await.status == 503
+    })
+    .await;
+    assert!(probed_out, "the failing endpoint was never taken out");
+    std::fs::write(&gw.path, single(&[backend.addr()], "", "")).expect("write");
+    assert_eq!(
+        gw.gateway.reload().await,
+        ReloadOutcome::Applied { generation: 2 }
+    );
+    // Back in rotation: the backend's own 500 comes through, not our 503.
+    assert_eq!(client.get(&gw.url()).await.status, 500);
+}
+
 #[tokio::test]
 async fn a_slow_request_in_flight_finishes_across_a_reload_that_removes_its_endpoint() {
     let (v1, v2, other) = (
