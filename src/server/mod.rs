@@ -40,6 +40,10 @@ use guard::{ConnState, GuardLimits, Guarded, ParkSlot, PARK_AFTER};
 
 /// Pending connections the kernel queues per socket.
 const BACKLOG: u32 = 4096;
+
+/// Connections one accept loop takes before the worker's other tasks run
+/// (NGINX takes one per event-loop turn unless `multi_accept`).
+const ACCEPT_BATCH: u32 = 16;
 /// Concurrent HTTP/2 streams per connection.
 const H2_MAX_STREAMS: u32 = 256;
 /// Streams reset by the client before we accepted them, per connection.
@@ -194,7 +198,16 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 
 async fn accept_loop(serving: Arc<Serving>, bound: BoundListener, mut stop: watch::Receiver<bool>) {
     let open = serving.worker.shared.metrics.connections(&bound.name);
+    let mut in_a_row = 0u32;
     loop {
+        in_a_row += 1;
+        if in_a_row > ACCEPT_BATCH {
+            // Let the connections already taken make progress before more:
+            // in a burst, the ones waiting stay in the kernel's accept queue
+            // instead of all holding a request's state here at once.
+            in_a_row = 0;
+            tokio::task::yield_now().await;
+        }
         // A free connection slot first. With every slot taken, the next
         // connection is accepted and the connections idle longest are asked
         // to close to make room for it; without idle ones it waits for a slot
