@@ -206,9 +206,8 @@ async fn probe(client: &HttpClient, uri: &Uri, check: &HealthCheck) -> bool {
         return false;
     };
     let answered = tokio::time::timeout(check.timeout, async {
-        let response = upstream::forward(client, request, check.timeout, 0)
-            .await
-            .ok()?;
+        // The timeout around it bounds the head and the body together.
+        let response = client.request(request).await.ok()?;
         let status = response.status();
         // Read the body so the connection can be reused for the next probe.
         let _ = response.into_body().collect().await;

@@ -2,7 +2,7 @@
 //! worker thread, so a worker's upstream connections live on its own runtime;
 //! plain or TLS (rustls, per version).
 //!
-//! [`forward`] sends one request and turns every failure into the
+//! [`exchange`] sends one request and turns every failure into the
 //! [`ProxyError`] that decides the client's status.
 
 use std::error::Error as StdError;
@@ -51,7 +51,8 @@ pub enum HttpClient {
 }
 
 impl HttpClient {
-    fn request(&self, req: Request<RequestBody>) -> ResponseFuture {
+    /// Sends `req`; the caller bounds the wait.
+    pub fn request(&self, req: Request<RequestBody>) -> ResponseFuture {
         match self {
             HttpClient::Plain(client) => client.request(req),
             HttpClient::Tls(client) => client.request(req),
@@ -280,19 +281,6 @@ async fn connect(endpoint: &Endpoint) -> Result<pool::Sender, ProxyError> {
         }
     });
     Ok(sender)
-}
-
-/// Sends `req` and waits for the response head, at most `timeout`.
-pub async fn forward(
-    client: &HttpClient,
-    req: Request<RequestBody>,
-    timeout: Duration,
-    body_limit: u64,
-) -> Result<Response<Incoming>, ProxyError> {
-    match tokio::time::timeout(timeout, client.request(req)).await {
-        Ok(result) => result.map_err(|e| classify(&e, body_limit)),
-        Err(_) => Err(ProxyError::Timeout),
-    }
 }
 
 /// Maps a client error to the failure it stands for.
