@@ -701,8 +701,10 @@ fn prepare_request_headers(
     if !host.is_empty() {
         headers.insert(X_FORWARDED_HOST, host.clone());
     }
-    // The id the answer carries: the client's first one, or ours.
-    headers.insert(X_REQUEST_ID, id.clone());
+    // Added when absent (SPEC); a client's own ids pass unchanged.
+    if !headers.contains_key(X_REQUEST_ID) {
+        headers.insert(X_REQUEST_ID, id.clone());
+    }
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
