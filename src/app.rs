@@ -7,94 +7,26 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use arc_swap::ArcSwap;
 use tokio::runtime::{Builder, Runtime};
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{watch, Semaphore};
 
-use crate::config::watch::{self as config_watch, FileWatch, Trigger};
+use crate::admin::Readiness;
 use crate::config::{self, Config, ConfigError};
-use crate::control::{Control, ReloadOutcome};
-use crate::engine::{ActError, ReleaseState};
-use crate::events::Events;
+use crate::control::engine::{ActError, ReleaseState};
+use crate::control::watch::{self as config_watch, FileWatch};
+use crate::control::{Control, Handle, ReloadOutcome};
+use crate::events::ReloadRecord;
 use crate::metrics::Metrics;
 use crate::proxy::Worker;
 use crate::release::progress::Action;
+use crate::server::evict::Registry;
+use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 use crate::{admin, server};
-
-/// State shared by every worker and the control thread.
-pub struct Shared {
-    /// The routing snapshot. Read by every request (`load`); written only by
-    /// the control thread (reloads and, later, release decisions).
-    pub snapshot: ArcSwap<Snapshot>,
-    /// `/readyz`: true once listeners are bound, false again when draining.
-    pub ready: AtomicBool,
-    /// Set when shutdown begins.
-    pub draining: AtomicBool,
-    /// Config generation serving now (1 at start, +1 per applied reload).
-    pub generation: AtomicU64,
-    /// Applied and refused reloads, for metrics.
-    pub reloads: AtomicU64,
-    pub reload_errors: AtomicU64,
-    /// Last reload and recent events, for `/status`.
-    pub events: Events,
-    /// Where reload requests and operator actions go (the admin API).
-    pub triggers: OnceLock<mpsc::Sender<Trigger>>,
-    /// Every metric; the request path holds pre-resolved handles.
-    pub metrics: Metrics,
-    /// Open HTTP connections, for closing idle ones at `max_connections`.
-    pub conns: crate::server::evict::Registry,
-}
-
-impl Shared {
-    /// Asks the control loop to reload the config file now and waits for
-    /// the outcome.
-    pub async fn request_reload(&self) -> ReloadOutcome {
-        let Some(triggers) = self.triggers.get() else {
-            return ReloadOutcome::Failed(
-                "started without a config file: nothing to reload".into(),
-            );
-        };
-        let (reply, outcome) = oneshot::channel();
-        if triggers.send(Trigger::Request(reply)).await.is_err() {
-            return ReloadOutcome::Failed("the control loop has stopped".into());
-        }
-        outcome
-            .await
-            .unwrap_or_else(|_| ReloadOutcome::Failed("the control loop has stopped".into()))
-    }
-
-    /// Asks the control loop to carry out an operator action.
-    pub async fn act(&self, backend: &str, action: Action) -> Result<String, ActError> {
-        let stopped = || ActError::Conflict("the control loop has stopped".into());
-        let triggers = self.triggers.get().ok_or_else(stopped)?;
-        let (reply, outcome) = oneshot::channel();
-        let trigger = Trigger::Action {
-            backend: backend.to_string(),
-            action,
-            reply,
-        };
-        triggers.send(trigger).await.map_err(|_| stopped())?;
-        outcome.await.map_err(|_| stopped())?
-    }
-
-    /// Every backend's release state, from the control loop.
-    pub async fn releases(&self) -> Vec<(String, ReleaseState)> {
-        let Some(triggers) = self.triggers.get() else {
-            return Vec::new();
-        };
-        let (reply, states) = oneshot::channel();
-        if triggers.send(Trigger::Inspect(reply)).await.is_err() {
-            return Vec::new();
-        }
-        states.await.unwrap_or_default()
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -113,6 +45,10 @@ pub enum StartError {
 /// A running gateway.
 pub struct Gateway {
     shared: Arc<Shared>,
+    control_handle: Handle,
+    readiness: Arc<Readiness>,
+    /// Open client connections, for closing idle ones at `max_connections`.
+    conns: Arc<Registry>,
     listeners: Vec<(String, SocketAddr)>,
     admin: SocketAddr,
     stop: watch::Sender<bool>,
@@ -187,18 +123,9 @@ impl Gateway {
         let metrics = Metrics::new();
         let tls = crate::tls::load(&config).map_err(StartError::Tls)?;
         let snapshot = Snapshot::build(Arc::clone(&config), config.workers, None, &metrics, tls);
-        let shared = Arc::new(Shared {
-            snapshot: ArcSwap::from_pointee(snapshot),
-            ready: AtomicBool::new(false),
-            draining: AtomicBool::new(false),
-            generation: AtomicU64::new(1),
-            reloads: AtomicU64::new(0),
-            reload_errors: AtomicU64::new(0),
-            events: Events::default(),
-            triggers: OnceLock::new(),
-            metrics,
-            conns: Default::default(),
-        });
+        let shared = Arc::new(Shared::new(snapshot, metrics));
+        let readiness = Arc::new(Readiness::default());
+        let conns = Arc::new(Registry::default());
         let runtimes = (0..config.workers)
             .map(|i| {
                 Builder::new_current_thread()
@@ -246,32 +173,41 @@ impl Gateway {
             text.as_deref(),
             Arc::clone(&slots),
         );
-        let (triggers, receiver) = mpsc::channel(16);
-        shared.events.set_last_reload(crate::events::ReloadRecord {
+        let (control_handle, receiver) = Handle::channel();
+        shared.events.set_last_reload(ReloadRecord {
             success: true,
+            generation: 1,
             at: std::time::SystemTime::now(),
             error: None,
         });
-        let _ = shared.triggers.set(triggers.clone());
 
         let (stop, stop_rx) = watch::channel(false);
         let mut workers = Vec::new();
         for (id, (rt, bound)) in runtimes.into_iter().zip(per_worker).enumerate() {
-            let worker = Arc::new(Worker {
-                id,
-                shared: Arc::clone(&shared),
-            });
-            let (limits, slots, stop_rx) = (config.limits, Arc::clone(&slots), stop_rx.clone());
+            let context = server::Context {
+                worker: Arc::new(Worker::new(id, &shared)),
+                conns: Arc::clone(&conns),
+                connections: shared.metrics.active_connections.clone(),
+                limits: config.limits,
+                slots: Arc::clone(&slots),
+            };
+            let stop_rx = stop_rx.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("switchyard-worker-{id}"))
-                .spawn(move || rt.block_on(server::serve(worker, bound, limits, slots, stop_rx)))
+                .spawn(move || rt.block_on(server::serve(context, bound, stop_rx)))
                 .map_err(StartError::Runtime)?;
             workers.push(handle);
         }
-        control.spawn(admin::run(admin_listener, Arc::clone(&shared), stop_rx));
+        let admin_context = admin::Context {
+            shared: Arc::clone(&shared),
+            control: control_handle.clone(),
+            readiness: Arc::clone(&readiness),
+        };
+        control.spawn(admin::run(admin_listener, Arc::new(admin_context), stop_rx));
         control.spawn(control_loop.run(receiver));
         let watch = match path {
             Some(path) => {
+                let triggers = control_handle.sender();
                 if let Some(hup) = signals.as_mut().and_then(|s| s.hup.take()) {
                     control.spawn(config_watch::forward_sighup(hup, triggers.clone()));
                 }
@@ -280,13 +216,16 @@ impl Gateway {
             }
             None => None,
         };
-        shared.ready.store(true, Ordering::Relaxed);
+        readiness.set_ready();
         for (name, addr) in &listeners {
             tracing::info!(listener = %name, %addr, "listening");
         }
         tracing::info!(%admin, "admin listening");
         Ok(Gateway {
             shared,
+            control_handle,
+            readiness,
+            conns,
             listeners,
             admin,
             stop,
@@ -314,24 +253,40 @@ impl Gateway {
         self.admin
     }
 
+    /// The snapshot handle, metrics and events the gateway runs on.
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
 
+    /// The control loop's request/reply handle.
+    pub fn control(&self) -> &Handle {
+        &self.control_handle
+    }
+
+    /// The config generation serving now.
+    pub fn generation(&self) -> u64 {
+        self.shared.events.generation()
+    }
+
+    /// Times a client connection was parked between requests, since start.
+    pub fn parks(&self) -> u64 {
+        self.conns.parks()
+    }
+
     /// Reloads the config file now, as `POST /admin/reload` does.
     pub async fn reload(&self) -> ReloadOutcome {
-        self.shared.request_reload().await
+        self.control_handle.reload().await
     }
 
     /// An operator action on a backend's release (promote, abort, pause,
     /// resume, retry), as the admin API's POSTs do.
     pub async fn act(&self, backend: &str, action: Action) -> Result<String, ActError> {
-        self.shared.act(backend, action).await
+        self.control_handle.act(backend, action).await
     }
 
     /// Every backend's release state now.
     pub async fn releases(&self) -> Vec<(String, ReleaseState)> {
-        self.shared.releases().await
+        self.control_handle.releases().await
     }
 
     /// Blocks until SIGTERM or SIGINT (handlers installed by
@@ -353,8 +308,7 @@ impl Gateway {
     /// for `drain_delay` so load balancers notice; then stop accepting and
     /// wait up to `shutdown.timeout` for requests in flight.
     pub fn shutdown(mut self, drain: bool) {
-        self.shared.ready.store(false, Ordering::Relaxed);
-        self.shared.draining.store(true, Ordering::Relaxed);
+        self.readiness.set_draining();
         // The config in force now, not the one at start: shutdown is
         // reloadable.
         let shutdown = self.shared.snapshot.load().config.shutdown;

@@ -23,9 +23,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
-use crate::app::{Gateway, Shared, StartError};
+use crate::app::{Gateway, StartError};
 use crate::config::{self, Config, Release};
-use crate::engine::ReleaseState;
+use crate::control::engine::ReleaseState;
+use crate::control::Handle;
 use crate::release::progress::Phase;
 use crate::request_id::random_below;
 
@@ -94,8 +95,7 @@ pub fn run(options: Options) -> Result<(), DemoError> {
     println!("  dashboard: http://{admin}/   (open it now: the canary starts at 5 %)");
     println!("  status:    http://{admin}/status   metrics: http://{admin}/metrics");
     println!("Press Ctrl-C to stop.\n");
-    let shared = Arc::clone(gateway.shared());
-    runtime.spawn(story(shared, proxy, schedule));
+    runtime.spawn(story(gateway.control().clone(), proxy, schedule));
     gateway.run_until_signal();
     runtime.shutdown_background();
     Ok(())
@@ -206,10 +206,10 @@ struct Tally {
     errors: AtomicU64,
 }
 
-async fn story(shared: Arc<Shared>, proxy: SocketAddr, schedule: Arc<Schedule>) {
+async fn story(control: Handle, proxy: SocketAddr, schedule: Arc<Schedule>) {
     let tally = Arc::new(Tally::default());
     let weight = Arc::new(AtomicU32::new(0));
-    if let Some(ReleaseState::Canary(state)) = release(&shared).await {
+    if let Some(ReleaseState::Canary(state)) = control.release("demo").await {
         weight.store((state.weight * 100.0).round() as u32, Ordering::Relaxed);
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -244,7 +244,7 @@ async fn story(shared: Arc<Shared>, proxy: SocketAddr, schedule: Arc<Schedule>) 
                 FAIL_MAX_PERMILLE / 10
             );
         }
-        let Some(ReleaseState::Canary(state)) = release(&shared).await else {
+        let Some(ReleaseState::Canary(state)) = control.release("demo").await else {
             continue;
         };
         weight.store((state.weight * 100.0).round() as u32, Ordering::Relaxed);
@@ -276,14 +276,6 @@ async fn story(shared: Arc<Shared>, proxy: SocketAddr, schedule: Arc<Schedule>) 
         let _ = client.await;
     }
     print_summary(&tally, &schedule, outcome);
-}
-
-async fn release(shared: &Shared) -> Option<ReleaseState> {
-    let releases = shared.releases().await;
-    releases
-        .into_iter()
-        .find(|(b, _)| b == "demo")
-        .map(|(_, s)| s)
 }
 
 async fn load(

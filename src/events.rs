@@ -1,9 +1,10 @@
-//! What the control plane remembers for `/status` and the dashboard: the
-//! outcome of the last reload and a bounded list of recent events.
+//! What the gateway remembers for `/status` and the dashboard: the outcome of
+//! the last reload (with the config generation serving since), and a bounded
+//! list of recent events.
 //!
-//! Written by the control thread (reloads, and later release decisions and
-//! probes); read by the admin API. Never touched by the request path, so a
-//! plain mutex is the right tool.
+//! Written by the control loop (reloads, release decisions, probes) and, for
+//! the rare outlier ejection, by the request path; read by the admin API. A
+//! plain mutex is the right tool: nothing here is touched per request.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -54,6 +55,8 @@ pub struct Event {
 #[derive(Debug, Clone)]
 pub struct ReloadRecord {
     pub success: bool,
+    /// The config generation serving after this reload (1 at start).
+    pub generation: u64,
     pub at: SystemTime,
     pub error: Option<String>,
 }
@@ -101,6 +104,11 @@ impl Events {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .last_reload
             .clone()
+    }
+
+    /// The config generation serving now (1 at start, +1 per applied reload).
+    pub fn generation(&self) -> u64 {
+        self.last_reload().map_or(1, |r| r.generation)
     }
 
     /// Recent events, oldest first.

@@ -6,7 +6,7 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -36,7 +36,7 @@ pub struct Metrics {
     pub endpoint_healthy: IntGaugeVec,
     pub fallbacks: IntCounterVec,
     reloads: IntCounterVec,
-    active_connections: IntGaugeVec,
+    pub active_connections: IntGaugeVec,
 }
 
 /// Pre-resolved handles for one (route, backend, version) label set.
@@ -164,8 +164,11 @@ impl Metrics {
             .inc();
     }
 
-    pub fn connections(&self, listener: &str) -> IntGauge {
-        self.active_connections.with_label_values(&[listener])
+    /// Reloads applied (`true`) or refused (`false`) since start.
+    pub fn reloads(&self, success: bool) -> u64 {
+        self.reloads
+            .with_label_values(&[if success { "success" } else { "error" }])
+            .get()
     }
 
     /// The text exposition of every metric.

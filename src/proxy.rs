@@ -10,25 +10,27 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use prometheus::IntCounterVec;
 
 use crate::access_log::AccessRecord;
-use crate::app::Shared;
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::Sticky;
 use crate::endpoint::{clock_ms, Endpoint, InFlight};
 use crate::error::UpstreamFailure;
 use crate::error::{error_body, ProxyError};
-use crate::events::EventKind;
+use crate::events::{EventKind, Events};
 use crate::metrics::VersionMetrics;
 use crate::release::bucket::{bucket, cookie_value};
 use crate::release::split::{choose, Inputs, Reason};
 use crate::request_id::{new_request_id, random_below, random_u64, split_roll};
 use crate::server::guard::ConnState;
+use crate::shared::Shared;
 use crate::snapshot::{BackendRt, RouteRt, Snapshot, VersionRt};
 use crate::upstream;
 
@@ -42,11 +44,27 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// One worker thread's view: its index (for its upstream clients) and the
-/// state shared by all workers.
+/// What one worker thread's requests use of the shared state: its index
+/// (for its upstream clients), the routing snapshot, the fallback counter and
+/// the events log (outlier ejections).
 pub struct Worker {
     pub id: usize,
-    pub shared: Arc<Shared>,
+    /// Loaded once per request; in-flight requests finish on the snapshot
+    /// they started with.
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    fallbacks: IntCounterVec,
+    events: Arc<Events>,
+}
+
+impl Worker {
+    pub fn new(id: usize, shared: &Shared) -> Self {
+        Worker {
+            id,
+            snapshot: Arc::clone(&shared.snapshot),
+            fallbacks: shared.metrics.fallbacks.clone(),
+            events: Arc::clone(&shared.events),
+        }
+    }
 }
 
 /// What the request path needs to know about the client connection.
@@ -119,7 +137,7 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
-    let snapshot = worker.shared.snapshot.load_full();
+    let snapshot = worker.snapshot.load_full();
     let request_id = match req.headers().get(X_REQUEST_ID) {
         Some(id) => id.clone(),
         // One allocation that the upstream request and the response share
@@ -256,8 +274,6 @@ async fn forward(
         );
         tracing::debug!(backend = %backend.name, %from, %to, "version fallback");
         worker
-            .shared
-            .metrics
             .fallbacks
             .with_label_values(&[&backend.name, from, to])
             .inc();
@@ -297,7 +313,7 @@ async fn forward(
             canary,
             copy_head(head),
             route.timeout,
-            Arc::clone(&worker.shared),
+            Arc::clone(&worker.events),
             route.metrics[canary].clone(),
         ));
     }
@@ -310,7 +326,7 @@ async fn forward(
         timeout: route.timeout,
         body_limit: limits.max_body_bytes,
     };
-    let mut result = attempt(&target, decision.version, parts, body, ex, &worker.shared).await;
+    let mut result = attempt(&target, decision.version, parts, body, ex, &worker.events).await;
     if let (Some(stable), Some(head)) = (retry_on, copy) {
         let failed = match &result {
             Ok(response) => response.status().is_server_error(),
@@ -328,7 +344,7 @@ async fn forward(
                 head,
                 RequestBody::empty(),
                 ex,
-                &worker.shared,
+                &worker.events,
             )
             .await;
         }
@@ -375,7 +391,7 @@ async fn attempt(
     mut parts: http::request::Parts,
     mut body: RequestBody,
     ex: &mut Exchange,
-    shared: &Shared,
+    events: &Events,
 ) -> Result<Response<Incoming>, ProxyError> {
     let backend = target.backend;
     let v = &backend.versions[version];
@@ -410,7 +426,7 @@ async fn attempt(
         let elapsed = started.elapsed();
         ex.upstream_ms = Some(elapsed.as_secs_f64() * 1e3);
         ex.attempted = true;
-        record_outcome(backend, v, endpoint, &result, elapsed, shared, metrics);
+        record_outcome(backend, v, endpoint, &result, elapsed, events, metrics);
         let next = match unsent {
             Some(unsent) if !next_tried => v.pick_other(endpoint).map(|next| (next, unsent)),
             _ => None,
@@ -437,7 +453,7 @@ fn record_outcome(
     endpoint: &Endpoint,
     result: &Result<Response<Incoming>, ProxyError>,
     elapsed: std::time::Duration,
-    shared: &Shared,
+    events: &Events,
     metrics: &VersionMetrics,
 ) {
     let status = match result {
@@ -471,9 +487,7 @@ fn record_outcome(
                     backend.outlier.consecutive_failures
                 );
                 tracing::warn!(backend = %backend.name, "{message}");
-                shared
-                    .events
-                    .push(EventKind::Ejection, Some(&backend.name), message);
+                events.push(EventKind::Ejection, Some(&backend.name), message);
             }
         }
         Err(_) => {}
@@ -488,7 +502,7 @@ async fn mirror(
     canary: usize,
     mut parts: http::request::Parts,
     timeout: std::time::Duration,
-    shared: Arc<Shared>,
+    events: Arc<Events>,
     metrics: VersionMetrics,
 ) {
     let v = &backend.versions[canary];
@@ -516,7 +530,7 @@ async fn mirror(
         endpoint,
         &result,
         started.elapsed(),
-        &shared,
+        &events,
         &metrics,
     );
     if let Ok(response) = result {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::*;
+use switchyard::control::engine::{ActError, ReleaseState};
 use switchyard::control::ReloadOutcome;
-use switchyard::engine::{ActError, ReleaseState};
 use switchyard::release::progress::{Action, Phase};
 use switchyard::Gateway;
 

@@ -47,7 +47,7 @@ impl FileGateway {
     }
 
     fn generation(&self) -> u64 {
-        self.gateway.shared().generation.load(Ordering::Relaxed)
+        self.gateway.generation()
     }
 }
 
@@ -156,7 +156,7 @@ async fn an_invalid_edit_keeps_the_old_config_serving_and_is_reported() {
     let shared = Arc::clone(gw.gateway.shared());
     let refused = poll_until(RELOAD_BOUND, || {
         let shared = Arc::clone(&shared);
-        async move { shared.reload_errors.load(Ordering::Relaxed) == 1 }
+        async move { shared.metrics.reloads(false) == 1 }
     })
     .await;
     assert!(refused, "invalid config not refused");

@@ -5,7 +5,6 @@ mod error;
 mod file;
 mod model;
 mod validate;
-pub mod watch;
 
 use std::path::Path;
 

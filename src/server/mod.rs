@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{self, Poll};
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -33,6 +33,8 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::runtime::Runtime;
 use tokio::sync::{watch, Semaphore, TryAcquireError};
 use tokio_rustls::TlsAcceptor;
+
+use prometheus::IntGaugeVec;
 
 use crate::config::{Config, Limits};
 use crate::proxy::{self, Conn, Worker};
@@ -105,9 +107,23 @@ fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
+/// What a worker serves with, handed over by the application shell.
+pub struct Context {
+    pub worker: Arc<Worker>,
+    /// Every open client connection of the process (all workers).
+    pub conns: Arc<evict::Registry>,
+    /// `switchyard_active_connections`, by listener.
+    pub connections: IntGaugeVec,
+    pub limits: Limits,
+    /// `max_connections` permits, shared by every worker.
+    pub slots: Arc<Semaphore>,
+}
+
 /// Everything a worker's accept loops share.
 struct Serving {
     worker: Arc<Worker>,
+    conns: Arc<evict::Registry>,
+    connections: IntGaugeVec,
     builder: Arc<auto::Builder<TokioExecutor>>,
     slots: Arc<Semaphore>,
     /// Turned true at shutdown; every connection holds a receiver, so the
@@ -117,17 +133,13 @@ struct Serving {
 
 /// Serves a worker's listeners until `stop` turns true, then waits up to
 /// `shutdown.timeout` for its open connections to finish.
-pub async fn serve(
-    worker: Arc<Worker>,
-    listeners: Vec<BoundListener>,
-    limits: Limits,
-    slots: Arc<Semaphore>,
-    stop: watch::Receiver<bool>,
-) {
+pub async fn serve(context: Context, listeners: Vec<BoundListener>, stop: watch::Receiver<bool>) {
     let serving = Arc::new(Serving {
-        worker,
-        builder: Arc::new(builder(&limits)),
-        slots,
+        worker: context.worker,
+        conns: context.conns,
+        connections: context.connections,
+        builder: Arc::new(builder(&context.limits)),
+        slots: context.slots,
         drain: watch::Sender::new(false),
     });
     let sweeper = tokio::spawn(sweep_pool(Arc::clone(&serving.worker)));
@@ -151,14 +163,7 @@ pub async fn serve(
         );
     }
     // The shutdown timeout in force now (it is reloadable).
-    let drain = serving
-        .worker
-        .shared
-        .snapshot
-        .load()
-        .config
-        .shutdown
-        .timeout;
+    let drain = serving.worker.snapshot.load().config.shutdown.timeout;
     // Requests in flight are finished, idle connections closed.
     serving.drain.send_replace(true);
     if tokio::time::timeout(drain, serving.drain.closed())
@@ -197,7 +202,7 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 }
 
 async fn accept_loop(serving: Arc<Serving>, bound: BoundListener, mut stop: watch::Receiver<bool>) {
-    let open = serving.worker.shared.metrics.connections(&bound.name);
+    let open = serving.connections.with_label_values(&[&bound.name]);
     let mut in_a_row = 0u32;
     loop {
         in_a_row += 1;
@@ -224,7 +229,7 @@ async fn accept_loop(serving: Arc<Serving>, bound: BoundListener, mut stop: watc
                 let Some(accepted) = accept(&bound, &mut stop).await else {
                     return;
                 };
-                let evicted = serving.worker.shared.conns.evict_idle(evict::EVICT_BATCH);
+                let evicted = serving.conns.evict_idle(evict::EVICT_BATCH);
                 if evicted > 0 {
                     tracing::debug!(listener = %bound.name, evicted, "max_connections reached: closing idle connections");
                 }
@@ -246,7 +251,7 @@ async fn accept_loop(serving: Arc<Serving>, bound: BoundListener, mut stop: watc
         let _ = stream.set_nodelay(true);
         // Limits and certificates are read per connection, so a reload
         // applies them to new connections.
-        let snapshot = serving.worker.shared.snapshot.load();
+        let snapshot = serving.worker.snapshot.load();
         let limits = snapshot.config.limits;
         let tls = if bound.tls {
             match snapshot.tls.listeners.get(&bound.name) {
@@ -262,6 +267,7 @@ async fn accept_loop(serving: Arc<Serving>, bound: BoundListener, mut stop: watc
         drop(snapshot);
         let task = Connection {
             worker: Arc::clone(&serving.worker),
+            conns: Arc::clone(&serving.conns),
             builder: Arc::clone(&serving.builder),
             drain: serving.drain.subscribe(),
             limits,
@@ -320,6 +326,7 @@ async fn accept(
 /// One accepted connection, ready to be served.
 struct Connection {
     worker: Arc<Worker>,
+    conns: Arc<evict::Registry>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     drain: watch::Receiver<bool>,
     limits: Limits,
@@ -334,8 +341,8 @@ impl Connection {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let state = Arc::new(ConnState::default());
-        let shared = Arc::clone(&self.worker.shared);
-        let _registered = shared.conns.register(Arc::clone(&state));
+        let conns = Arc::clone(&self.conns);
+        let _registered = conns.register(Arc::clone(&state));
         let conn = Arc::new(Conn::new(self.peer, tls, Arc::clone(&state)));
         let guard = GuardLimits {
             header_read_timeout: self.limits.header_read_timeout,
@@ -409,7 +416,7 @@ impl Connection {
                 return;
             };
             io = parked;
-            shared.conns.parked();
+            conns.parked();
             state.reset();
             conn.release_timer();
             // What is left of idle_timeout since the last response ended.
@@ -482,7 +489,7 @@ impl<I: AsyncRead + Unpin> Woken<I> {
 impl<I: AsyncRead + Unpin> AsyncRead for Woken<I> {
     fn poll_read(
         self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
+        cx: &mut task::Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
@@ -500,7 +507,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Woken<I> {
 impl<I: AsyncWrite + Unpin> AsyncWrite for Woken<I> {
     fn poll_write(
         self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
+        cx: &mut task::Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
@@ -508,7 +515,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Woken<I> {
 
     fn poll_write_vectored(
         self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
+        cx: &mut task::Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
@@ -518,11 +525,11 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Woken<I> {
         self.io.is_write_vectored()
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_flush(cx)
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
@@ -533,7 +540,7 @@ async fn sweep_pool(worker: Arc<Worker>) {
     let mut tick = tokio::time::interval(crate::pool::SWEEP_INTERVAL);
     loop {
         tick.tick().await;
-        let snapshot = worker.shared.snapshot.load();
+        let snapshot = worker.snapshot.load();
         let alive: std::collections::HashSet<u64> = snapshot
             .backends
             .iter()

@@ -7,11 +7,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
-use crate::app::Shared;
 use crate::config::{AnalysisSource, Release};
+use crate::control::engine::ReleaseState;
 use crate::endpoint::clock_ms;
-use crate::engine::ReleaseState;
 use crate::release::progress::Phase;
+use crate::shared::Shared;
 use crate::snapshot::{BackendRt, Shape};
 
 /// The span over which `rate_rps` is computed (shorter if the window is).
@@ -57,7 +57,7 @@ fn role(backend: &BackendRt, index: usize) -> &'static str {
 }
 
 /// The `/status` document.
-pub fn document(shared: &Shared, releases: &HashMap<String, ReleaseState>) -> Value {
+pub fn document(shared: &Shared, ready: bool, releases: &HashMap<String, ReleaseState>) -> Value {
     let snapshot = shared.snapshot.load_full();
     let now = clock_ms();
     let mut backends = Map::new();
@@ -153,8 +153,8 @@ pub fn document(shared: &Shared, releases: &HashMap<String, ReleaseState>) -> Va
         .map(|e| json!({ "at": rfc3339(e.at), "backend": e.backend, "kind": e.kind.as_str(), "message": e.message }))
         .collect();
     json!({
-        "generation": shared.generation.load(Ordering::Relaxed),
-        "ready": shared.ready.load(Ordering::Relaxed),
+        "generation": shared.events.generation(),
+        "ready": ready,
         "last_reload": last_reload,
         "backends": backends,
         "events": events,

@@ -17,7 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::engine::Query;
+use crate::control::engine::Query;
 use crate::release::verdict::{judge, Figures, Verdict};
 
 pub const DEFAULT_REQUESTS: &str = r#"sum(increase(switchyard_requests_total{backend="{backend}",version="{version}"}[{window}]))"#;

@@ -9,36 +9,29 @@
 //! swapped in atomically: requests in flight finish on the snapshot they
 //! loaded.
 
+pub mod engine;
+pub mod handle;
+pub mod health;
+pub mod prometheus;
+pub mod watch;
+
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::app::Shared;
-use crate::config::watch::Trigger;
 use crate::config::{self, Config, Release};
-use crate::engine::Engine;
 use crate::events::{EventKind, ReloadRecord};
-use crate::health::Probes;
-use crate::prometheus;
+use crate::shared::Shared;
 use crate::snapshot::Snapshot;
+use engine::Engine;
+pub use handle::{Handle, ReloadOutcome, Trigger};
+use health::Probes;
 
 /// How often the release engine looks whether an analysis is due.
 const ENGINE_TICK: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// What a reload did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReloadOutcome {
-    /// A new config generation is serving.
-    Applied { generation: u64 },
-    /// The file's content did not change; nothing was done.
-    Unchanged,
-    /// The new config was refused; the old one keeps serving.
-    Failed(String),
-}
 
 /// What cannot change without a restart, as the process was started.
 struct Fixed {
@@ -57,6 +50,8 @@ pub struct Control {
     /// Backends whose Prometheus query is in flight.
     querying: std::collections::HashSet<String>,
     last_hash: Option<u64>,
+    /// The config generation serving (1 at start, +1 per applied reload).
+    generation: u64,
     slots: Arc<Semaphore>,
     max_connections: usize,
     fixed: Fixed,
@@ -84,6 +79,7 @@ impl Control {
             prometheus: prometheus::client(),
             querying: Default::default(),
             last_hash: text.map(content_hash),
+            generation: 1,
             slots,
             max_connections: config.limits.max_connections,
             fixed: Fixed {
@@ -208,10 +204,10 @@ impl Control {
             tracing::error!("config reload refused: {line}");
         }
         let first = error.lines().next().unwrap_or_default().to_string();
-        self.shared.reload_errors.fetch_add(1, Ordering::Relaxed);
         self.shared.metrics.reload(false);
         self.shared.events.set_last_reload(ReloadRecord {
             success: false,
+            generation: self.generation,
             at: SystemTime::now(),
             error: Some(first.clone()),
         });
@@ -235,8 +231,8 @@ impl Control {
         self.engine.reconcile(&next, &self.shared);
         self.shared.snapshot.store(Arc::clone(&next));
         self.probes.reconcile(&next, &self.shared);
-        let generation = self.shared.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        self.shared.reloads.fetch_add(1, Ordering::Relaxed);
+        self.generation += 1;
+        let generation = self.generation;
         self.shared.metrics.reload(true);
         let summary = if changes.is_empty() {
             "no changes".to_string()
@@ -246,6 +242,7 @@ impl Control {
         tracing::info!(generation, changes = %summary, "config reloaded");
         self.shared.events.set_last_reload(ReloadRecord {
             success: true,
+            generation,
             at: SystemTime::now(),
             error: None,
         });

@@ -14,11 +14,11 @@ use http::{Request, Uri};
 use http_body_util::BodyExt;
 use tokio::task::JoinHandle;
 
-use crate::app::Shared;
 use crate::body::RequestBody;
 use crate::config::HealthCheck;
 use crate::endpoint::Endpoint;
 use crate::events::EventKind;
+use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 use crate::upstream::{self, HttpClient, UpstreamTls};
 

@@ -7,9 +7,11 @@
 //! without it, 403 with a wrong one. The token file is read on each POST, so
 //! rotating it needs no reload. Every POST answers JSON.
 
+pub mod status;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,11 +26,10 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use crate::app::Shared;
-use crate::control::ReloadOutcome;
-use crate::engine::ActError;
+use crate::control::engine::ActError;
+use crate::control::{Handle, ReloadOutcome};
 use crate::release::progress::Action;
-use crate::status;
+use crate::shared::Shared;
 
 /// The live dashboard: one self-contained page, no external assets.
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -42,8 +43,47 @@ const MAX_CONNECTIONS: usize = 64;
 /// this long: a stuck or hostile client cannot hold the admin listener.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What `/readyz` answers: ready once the listeners are bound, draining
+/// from the start of shutdown. Written by the application shell.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    ready: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Readiness {
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+    }
+
+    /// Readiness fails from now on: the process is shutting down.
+    pub fn set_draining(&self) {
+        self.ready.store(false, Ordering::Relaxed);
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// What the admin API reads and acts through.
+pub struct Context {
+    pub shared: Arc<Shared>,
+    pub control: Handle,
+    pub readiness: Arc<Readiness>,
+}
+
 /// Serves the admin API until `shutdown` turns true.
-pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    listener: TcpListener,
+    context: Arc<Context>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -76,12 +116,12 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch
             },
             _ = crate::app::stopped(&mut shutdown) => return,
         };
-        let shared = Arc::clone(&shared);
+        let context = Arc::clone(&context);
         let builder = Arc::clone(&builder);
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let shared = Arc::clone(&shared);
-                async move { Ok::<_, Infallible>(answer(&shared, req).await) }
+                let context = Arc::clone(&context);
+                async move { Ok::<_, Infallible>(answer(&context, req).await) }
             });
             let _ = builder
                 .serve_connection(TokioIo::new(stream), service)
@@ -91,7 +131,8 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch
     }
 }
 
-async fn answer(shared: &Shared, req: Request<Incoming>) -> Answer {
+async fn answer(context: &Context, req: Request<Incoming>) -> Answer {
+    let shared = &context.shared;
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
@@ -100,16 +141,16 @@ async fn answer(shared: &Shared, req: Request<Incoming>) -> Answer {
         [""] if get => html(DASHBOARD),
         ["healthz"] if get => text(StatusCode::OK, "ok\n"),
         ["readyz"] if get => {
-            if shared.ready.load(Ordering::Relaxed) {
+            if context.readiness.is_ready() {
                 text(StatusCode::OK, "ready\n")
-            } else if shared.draining.load(Ordering::Relaxed) {
+            } else if context.readiness.is_draining() {
                 text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
             } else {
                 text(StatusCode::SERVICE_UNAVAILABLE, "starting\n")
             }
         }
         ["metrics"] if get => {
-            let releases: HashMap<_, _> = shared.releases().await.into_iter().collect();
+            let releases: HashMap<_, _> = context.control.releases().await.into_iter().collect();
             status::refresh_gauges(shared, &releases);
             let mut response = text(StatusCode::OK, "");
             *response.body_mut() = Full::new(Bytes::from(shared.metrics.encode()));
@@ -120,12 +161,13 @@ async fn answer(shared: &Shared, req: Request<Incoming>) -> Answer {
             response
         }
         ["status"] if get => {
-            let releases: HashMap<_, _> = shared.releases().await.into_iter().collect();
-            json_answer(StatusCode::OK, &status::document(shared, &releases))
+            let releases: HashMap<_, _> = context.control.releases().await.into_iter().collect();
+            let ready = context.readiness.is_ready();
+            json_answer(StatusCode::OK, &status::document(shared, ready, &releases))
         }
         ["admin", "reload"] if post => match authorize(shared, &req) {
             Some(denied) => denied,
-            None => match shared.request_reload().await {
+            None => match context.control.reload().await {
                 ReloadOutcome::Applied { generation } => json_answer(
                     StatusCode::OK,
                     &json!({ "result": "applied", "generation": generation }),
@@ -141,7 +183,7 @@ async fn answer(shared: &Shared, req: Request<Incoming>) -> Answer {
         },
         ["admin", "backends", name, action] if post => match authorize(shared, &req) {
             Some(denied) => denied,
-            None => act(shared, name, action).await,
+            None => act(&context.control, name, action).await,
         },
         [""] | ["healthz"] | ["readyz"] | ["metrics"] | ["status"] => {
             method_not_allowed("GET, HEAD")
@@ -154,20 +196,18 @@ async fn answer(shared: &Shared, req: Request<Incoming>) -> Answer {
     }
 }
 
-async fn act(shared: &Shared, backend: &str, action: &str) -> Answer {
+async fn act(control: &Handle, backend: &str, action: &str) -> Answer {
     let Some(parsed) = Action::parse(action) else {
         let error =
             format!("unknown action {action:?}: use promote, abort, pause, resume or retry");
         return json_answer(StatusCode::NOT_FOUND, &json!({ "error": error }));
     };
-    match shared.act(backend, parsed).await {
+    match control.act(backend, parsed).await {
         Ok(message) => {
-            let phase = shared
-                .releases()
+            let phase = control
+                .release(backend)
                 .await
-                .into_iter()
-                .find(|(name, _)| name == backend)
-                .map(|(_, state)| state.phase().as_str());
+                .map(|state| state.phase().as_str());
             json_answer(
                 StatusCode::OK,
                 &json!({ "backend": backend, "action": action, "result": message, "phase": phase }),

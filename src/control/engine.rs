@@ -14,13 +14,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::app::Shared;
 use crate::config::{AnalysisSource, Release};
 use crate::endpoint::clock_ms;
 use crate::events::EventKind;
 use crate::release::bucket::threshold;
 use crate::release::progress::{self, Action, Change, Phase, Plan};
 use crate::release::verdict::{judge, Thresholds, Verdict};
+use crate::shared::Shared;
 use crate::snapshot::{BackendRt, Snapshot};
 
 /// The live state of one backend's release, as persisted.

@@ -1,6 +1,6 @@
-//! Control triggers: the config file's directory (through notify), `SIGHUP`,
-//! explicit reloads and operator actions (the admin API, tests), all on the
-//! one channel the control loop serves.
+//! Reload triggers from outside the process: the config file's directory
+//! (through notify), `SIGHUP`, and a slow safety-net timer, all sent on the
+//! control loop's one channel (see `handle`).
 //!
 //! The watch is on the parent directory, not the file: editors replace the
 //! file by renaming a new one over it, and a Kubernetes ConfigMap volume swaps
@@ -15,31 +15,14 @@ use std::time::Duration;
 
 use notify_debouncer_full::notify::RecursiveMode;
 use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
+
+use super::handle::Trigger;
 
 /// Quiet time after the last file event before a reload is tried.
 pub const DEBOUNCE: Duration = Duration::from_millis(200);
 /// How often the file is re-read even without events.
 pub const SAFETY_NET: Duration = Duration::from_secs(30);
-
-/// Why a reload was asked for.
-#[derive(Debug)]
-pub enum Trigger {
-    /// The file may have changed: reload only if its content did.
-    FileChanged,
-    /// `SIGHUP`: always reload (re-reading certificates too).
-    Signal,
-    /// An explicit request (admin API): always reload, and answer.
-    Request(oneshot::Sender<crate::control::ReloadOutcome>),
-    /// An operator action on a backend's release.
-    Action {
-        backend: String,
-        action: crate::release::progress::Action,
-        reply: oneshot::Sender<Result<String, crate::engine::ActError>>,
-    },
-    /// A copy of every release state, by backend.
-    Inspect(oneshot::Sender<Vec<(String, crate::engine::ReleaseState)>>),
-}
 
 /// Keeps the directory watch alive; dropping it stops watching.
 pub struct FileWatch {
