@@ -122,7 +122,7 @@ impl Gateway {
         let config = Arc::new(config);
         let metrics = Metrics::new();
         let tls = crate::tls::load(&config).map_err(StartError::Tls)?;
-        let snapshot = Snapshot::build(Arc::clone(&config), config.workers, None, &metrics, tls);
+        let snapshot = Snapshot::build(Arc::clone(&config), None, &metrics, tls);
         let shared = Arc::new(Shared::new(snapshot, metrics));
         let readiness = Arc::new(Readiness::default());
         let conns = Arc::new(Registry::default());

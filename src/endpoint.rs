@@ -1,10 +1,10 @@
-//! One upstream address: its pooled clients and its live state — health (set
-//! by the probes), outlier ejection (set by the request path), requests in
-//! flight (for `least_request`).
+//! One upstream address: how to reach it (address, connect timeout, TLS) and
+//! its live state — health (set by the probes), outlier ejection (set by the
+//! request path), requests in flight (for `least_request`).
 //!
 //! An endpoint is shared by every snapshot that lists it unchanged, so a
-//! reload keeps its connections and state; it is dropped, closing its pool,
-//! once no snapshot and no request in flight holds it.
+//! reload keeps its state, and the workers' pools (keyed by its `id`) keep
+//! its connections; the pool sweep forgets them once no snapshot lists it.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use http::uri::Authority;
 
 use crate::config::Outlier;
-use crate::upstream::{Upstream, UpstreamTls};
+use crate::tls::UpstreamTls;
 
 /// Ejections grow with each repeat, up to this many times `ejection_time`.
 const MAX_EJECTION_FACTOR: u32 = 10;
@@ -23,7 +23,9 @@ pub struct Endpoint {
     pub id: u64,
     pub address: String,
     pub authority: Authority,
-    pub upstream: Upstream,
+    pub connect_timeout: Duration,
+    /// TLS to this endpoint (the version's `tls`); `None` for plain HTTP.
+    pub tls: Option<UpstreamTls>,
     /// Written by the health probes; read by every request.
     pub healthy: AtomicBool,
     /// [`clock_ms`] until which outlier ejection keeps this endpoint out; 0
@@ -40,7 +42,6 @@ pub struct Endpoint {
 impl Endpoint {
     pub fn new(
         address: &str,
-        workers: usize,
         connect_timeout: Duration,
         tls: Option<&UpstreamTls>,
     ) -> Option<Self> {
@@ -49,13 +50,21 @@ impl Endpoint {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             address: address.to_string(),
             authority: address.parse().ok()?,
-            upstream: Upstream::new(workers, connect_timeout, tls),
+            connect_timeout,
+            tls: tls.cloned(),
             healthy: AtomicBool::new(true),
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             consecutive_failures: AtomicU32::new(0),
             in_flight: AtomicU32::new(0),
         })
+    }
+
+    /// Whether `self` reaches the same upstream in the same way as one made
+    /// from `connect_timeout` and `tls` (so a reload may keep it).
+    pub fn same_upstream(&self, connect_timeout: Duration, tls: Option<&UpstreamTls>) -> bool {
+        self.connect_timeout == connect_timeout
+            && self.tls.as_ref().map(|t| t.fingerprint) == tls.map(|t| t.fingerprint)
     }
 
     /// Passes its health checks (ejected or not).
@@ -128,7 +137,7 @@ mod tests {
     use super::*;
 
     fn endpoint() -> Endpoint {
-        Endpoint::new("127.0.0.1:1", 1, Duration::from_secs(1), None).expect("address")
+        Endpoint::new("127.0.0.1:1", Duration::from_secs(1), None).expect("address")
     }
 
     const OUTLIER: Outlier = Outlier {

@@ -38,10 +38,8 @@
 //! - [`request_id`]: request ids and the per-thread random generator.
 #![forbid(unsafe_code)]
 
-pub mod access_log;
 pub mod admin;
 pub mod app;
-pub mod body;
 pub mod config;
 pub mod control;
 pub mod demo;
@@ -49,7 +47,6 @@ pub mod endpoint;
 pub mod error;
 pub mod events;
 pub mod metrics;
-pub mod pool;
 pub mod proxy;
 pub mod release;
 pub mod request_id;

@@ -23,8 +23,7 @@ use crate::release::split::{Split, VersionIdx};
 use crate::release::table::RouteTable;
 use crate::request_id::random_below;
 use crate::stats::Window;
-use crate::tls::TlsMaterial;
-use crate::upstream::UpstreamTls;
+use crate::tls::{TlsMaterial, UpstreamTls};
 
 pub struct Snapshot {
     pub config: Arc<Config>,
@@ -218,12 +217,7 @@ impl BackendRt {
             .any(|e| !std::ptr::eq(&**e, except) && e.usable())
     }
 
-    fn build(
-        backend: &config::Backend,
-        workers: usize,
-        previous: Option<&BackendRt>,
-        tls: &TlsMaterial,
-    ) -> Self {
+    fn build(backend: &config::Backend, previous: Option<&BackendRt>, tls: &TlsMaterial) -> Self {
         let analysis = match &backend.release {
             Release::Canary(c) => Some(c.analysis.clone()),
             Release::BlueGreen(b) => Some(b.analysis.clone()),
@@ -247,7 +241,7 @@ impl BackendRt {
                         .iter()
                         .filter_map(|address| {
                             let timeout = backend.connect_timeout;
-                            endpoint(address, workers, timeout, upstream_tls, before)
+                            endpoint(address, timeout, upstream_tls, before)
                         })
                         .collect(),
                     window: before
@@ -306,31 +300,25 @@ impl BackendRt {
 /// probed.
 fn endpoint(
     address: &str,
-    workers: usize,
     connect_timeout: Duration,
     tls: Option<&UpstreamTls>,
     before: Option<&VersionRt>,
 ) -> Option<Arc<Endpoint>> {
     let kept = before
         .and_then(|v| v.endpoints.iter().find(|e| e.address == address))
-        .filter(|e| {
-            e.upstream.connect_timeout == connect_timeout
-                && e.upstream.workers() == workers
-                && e.upstream.tls == tls.map(|t| t.fingerprint)
-        });
+        .filter(|e| e.same_upstream(connect_timeout, tls));
     match kept {
         Some(e) => Some(Arc::clone(e)),
-        None => Endpoint::new(address, workers, connect_timeout, tls).map(Arc::new),
+        None => Endpoint::new(address, connect_timeout, tls).map(Arc::new),
     }
 }
 
 impl Snapshot {
-    /// Compiles a validated config for `workers` worker threads, carrying over
+    /// Compiles a validated config, carrying over
     /// the live state of every unchanged endpoint and window from `previous`.
     /// Cannot fail: validation already checked every reference and address.
     pub fn build(
         config: Arc<Config>,
-        workers: usize,
         previous: Option<&Snapshot>,
         metrics: &Metrics,
         tls: TlsMaterial,
@@ -341,7 +329,7 @@ impl Snapshot {
             .values()
             .map(|b| {
                 let before = previous.and_then(|p| p.backend(&b.name));
-                Arc::new(BackendRt::build(b, workers, before.map(|b| &**b), &tls))
+                Arc::new(BackendRt::build(b, before.map(|b| &**b), &tls))
             })
             .collect();
         let routes = config
@@ -411,7 +399,7 @@ mod tests {
                 .map(|i| {
                     let address = format!("127.0.0.1:{}", 9000 + i);
                     Arc::new(
-                        Endpoint::new(&address, 1, Duration::from_secs(1), None).expect("endpoint"),
+                        Endpoint::new(&address, Duration::from_secs(1), None).expect("endpoint"),
                     )
                 })
                 .collect(),

@@ -21,7 +21,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use crate::config::{CertPaths, Config, ListenerTls, UpstreamTls};
+use crate::config::{self, CertPaths, Config, ListenerTls};
 
 /// Why TLS material could not be loaded.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -36,6 +36,15 @@ fn fail(path: &Path, reason: impl fmt::Display) -> TlsError {
         path: path.display().to_string(),
         reason: reason.to_string(),
     }
+}
+
+/// TLS to an upstream: the client config and the name to verify.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    pub config: Arc<ClientConfig>,
+    pub server_name: Option<ServerName<'static>>,
+    /// Identifies the material (CA content, server name) for carry-over.
+    pub fingerprint: u64,
 }
 
 pub fn provider() -> Arc<CryptoProvider> {
@@ -121,7 +130,7 @@ pub fn server_config(tls: &ListenerTls) -> Result<Arc<ServerConfig>, TlsError> {
 }
 
 /// TLS to one version's endpoints: the CA file's roots, or the system's.
-pub fn upstream(tls: &UpstreamTls) -> Result<crate::upstream::UpstreamTls, TlsError> {
+pub fn upstream(tls: &config::UpstreamTls) -> Result<UpstreamTls, TlsError> {
     let mut roots = RootCertStore::empty();
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     match &tls.ca_file {
@@ -168,7 +177,7 @@ pub fn upstream(tls: &UpstreamTls) -> Result<crate::upstream::UpstreamTls, TlsEr
         })?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Ok(crate::upstream::UpstreamTls {
+    Ok(UpstreamTls {
         config: Arc::new(config),
         server_name,
         fingerprint: hasher.finish(),
@@ -181,7 +190,7 @@ pub struct TlsMaterial {
     /// Server configs by listener name.
     pub listeners: HashMap<String, Arc<ServerConfig>>,
     /// Upstream TLS by (backend, version).
-    pub upstreams: HashMap<(String, String), crate::upstream::UpstreamTls>,
+    pub upstreams: HashMap<(String, String), UpstreamTls>,
 }
 
 /// Loads every certificate, key and CA file of `config`; any problem fails

@@ -14,13 +14,13 @@ use http::{Request, Uri};
 use http_body_util::BodyExt;
 use tokio::task::JoinHandle;
 
-use crate::body::RequestBody;
 use crate::config::HealthCheck;
 use crate::endpoint::Endpoint;
 use crate::events::EventKind;
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
-use crate::upstream::{self, HttpClient, UpstreamTls};
+use crate::tls::UpstreamTls;
+use crate::upstream::{client, HttpClient, RequestBody};
 
 /// Consecutive probe results → health, with hysteresis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,7 +162,7 @@ async fn run(target: Target, check: HealthCheck, shared: Arc<Shared>) {
         endpoint,
         tls,
     } = target;
-    let client = upstream::client(check.timeout, tls.as_ref());
+    let client = client::build(check.timeout, tls.as_ref());
     let scheme = if tls.is_some() { "https" } else { "http" };
     let uri: Option<Uri> = format!("{scheme}://{}{}", endpoint.address, check.path)
         .parse()

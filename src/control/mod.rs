@@ -222,7 +222,6 @@ impl Control {
         let changes = describe_changes(&previous.config, &config);
         let next = Arc::new(Snapshot::build(
             Arc::new(config),
-            self.fixed.workers,
             Some(&previous),
             &self.shared.metrics,
             tls,

@@ -537,7 +537,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Woken<I> {
 /// Evicts this worker's idle upstream connections that expired, closed, or
 /// belong to endpoints no longer in the config.
 async fn sweep_pool(worker: Arc<Worker>) {
-    let mut tick = tokio::time::interval(crate::pool::SWEEP_INTERVAL);
+    let mut tick = tokio::time::interval(crate::upstream::pool::SWEEP_INTERVAL);
     loop {
         tick.tick().await;
         let snapshot = worker.snapshot.load();
@@ -547,6 +547,6 @@ async fn sweep_pool(worker: Arc<Worker>) {
             .flat_map(|b| b.versions.iter())
             .flat_map(|v| v.endpoints.iter().map(|e| e.id))
             .collect();
-        crate::pool::sweep(|id| alive.contains(&id));
+        crate::upstream::sweep(&|id| alive.contains(&id));
     }
 }

@@ -5,7 +5,7 @@
 //! thread-local: no lock, no atomic, and a connection is only ever used by the
 //! runtime that drives it. A handle is checked out for one exchange and
 //! checked back in when the response body has been read to its end (see
-//! `body::ResponseBody`); a response dropped early drops its connection.
+//! `body::UpstreamBody`); a response dropped early drops its connection.
 //! Idle handles are evicted after [`IDLE_TIMEOUT`], when their connection
 //! closes, or beyond [`MAX_IDLE_PER_ENDPOINT`]; a sweep every
 //! [`SWEEP_INTERVAL`] also forgets endpoints a reload removed.
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1::SendRequest;
 
-use crate::body::RequestBody;
+use super::body::RequestBody;
 
 /// Idle upstream connections are closed after this long.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -31,6 +31,14 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(15);
 
 pub type Sender = SendRequest<RequestBody>;
 
+/// A pooled connection lent to one exchange; goes back to the worker's pool
+/// when the response body has been read to its end.
+pub struct Pooled {
+    /// The endpoint's id: the pool's key.
+    pub id: u64,
+    pub sender: Sender,
+}
+
 struct Idle {
     sender: Sender,
     since: Instant,
@@ -39,7 +47,7 @@ struct Idle {
 /// Hashes endpoint ids, which are distinct counters, by one multiplication
 /// (the default SipHash costs more than the rest of a checkout).
 #[derive(Default)]
-struct IdHasher(u64);
+pub struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -58,9 +66,11 @@ impl Hasher for IdHasher {
     }
 }
 
+/// A map keyed by endpoint id.
+pub type IdMap<T> = HashMap<u64, T, BuildHasherDefault<IdHasher>>;
+
 thread_local! {
-    static IDLE: RefCell<HashMap<u64, Vec<Idle>, BuildHasherDefault<IdHasher>>> =
-        RefCell::new(HashMap::default());
+    static IDLE: RefCell<IdMap<Vec<Idle>>> = RefCell::new(HashMap::default());
 }
 
 /// An idle connection to endpoint `id`, if one is still usable.
@@ -79,7 +89,8 @@ pub fn checkout(id: u64) -> Option<Sender> {
 }
 
 /// Returns a connection whose last exchange ended cleanly.
-pub fn checkin(id: u64, sender: Sender) {
+pub fn checkin(pooled: Pooled) {
+    let Pooled { id, sender } = pooled;
     if sender.is_closed() {
         return;
     }
@@ -96,7 +107,7 @@ pub fn checkin(id: u64, sender: Sender) {
 }
 
 /// Drops closed and expired connections, and endpoints `alive` rejects.
-pub fn sweep(alive: impl Fn(u64) -> bool) {
+pub fn sweep(alive: &dyn Fn(u64) -> bool) {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         idle.retain(|id, list| {

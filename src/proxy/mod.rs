@@ -18,8 +18,9 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use prometheus::IntCounterVec;
 
-use crate::access_log::AccessRecord;
-use crate::body::{RequestBody, ResponseBody};
+mod access_log;
+pub mod body;
+
 use crate::config::Sticky;
 use crate::endpoint::{clock_ms, Endpoint, InFlight};
 use crate::error::UpstreamFailure;
@@ -32,7 +33,9 @@ use crate::request_id::{new_request_id, random_below, random_u64, split_roll};
 use crate::server::guard::ConnState;
 use crate::shared::Shared;
 use crate::snapshot::{BackendRt, RouteRt, Snapshot, VersionRt};
-use crate::upstream;
+use crate::upstream::{self, RequestBody, UpstreamBody};
+use access_log::AccessRecord;
+use body::ResponseBody;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const X_SWITCHYARD_VERSION: HeaderName = HeaderName::from_static("x-switchyard-version");
@@ -124,8 +127,6 @@ struct Exchange {
     retried: bool,
     /// An upstream attempt was made (and counted in the metrics).
     attempted: bool,
-    /// The pooled connection the answer comes from.
-    pooled: Option<upstream::Pooled>,
     /// Times the wait for the response head; the connection's, lent.
     timer: upstream::HeadTimer,
 }
@@ -308,7 +309,6 @@ async fn forward(
     let copy = (retry_on.is_some() || mirror_to.is_some()).then(|| copy_head(&parts));
     if let (Some(canary), Some(head)) = (mirror_to, copy.as_ref()) {
         tokio::spawn(mirror(
-            worker.id,
             Arc::clone(&backend),
             canary,
             copy_head(head),
@@ -320,7 +320,6 @@ async fn forward(
 
     let body = RequestBody::new(body, limits.max_body_bytes, conn.state.clone());
     let target = Target {
-        worker: worker.id,
         backend: &backend,
         route,
         timeout: route.timeout,
@@ -353,7 +352,7 @@ async fn forward(
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         // An upgraded connection never goes back to the pool.
-        ex.pooled = None;
+        response.body_mut().forget_connection();
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             conn.state.passthrough.store(true, Ordering::Relaxed);
@@ -367,7 +366,6 @@ async fn forward(
     // We answer in the client's protocol, whatever the upstream spoke.
     parts.version = Version::HTTP_11;
     let mut body = ResponseBody::stream(body);
-    body.set_pooled(ex.pooled.take());
     // The route timeout bounds the wait for the head and, after it, every
     // wait for more body.
     body.set_stall_timeout(route.timeout);
@@ -376,7 +374,6 @@ async fn forward(
 
 /// Where a request of one route goes.
 struct Target<'a> {
-    worker: usize,
     backend: &'a BackendRt,
     route: &'a RouteRt,
     timeout: std::time::Duration,
@@ -392,7 +389,7 @@ async fn attempt(
     mut body: RequestBody,
     ex: &mut Exchange,
     events: &Events,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<UpstreamBody>, ProxyError> {
     let backend = target.backend;
     let v = &backend.versions[version];
     let mut endpoint = v
@@ -409,7 +406,6 @@ async fn attempt(
         let request = Request::from_parts(parts, body);
         let exchanged = upstream::exchange(
             endpoint,
-            target.worker,
             request,
             &mut ex.timer,
             target.timeout,
@@ -417,10 +413,7 @@ async fn attempt(
         )
         .await;
         let (result, unsent) = match exchanged {
-            Ok((response, pooled)) => {
-                ex.pooled = pooled;
-                (Ok(response), None)
-            }
+            Ok(response) => (Ok(response), None),
             Err(failed) => (Err(failed.error), failed.unsent),
         };
         let elapsed = started.elapsed();
@@ -451,7 +444,7 @@ fn record_outcome(
     backend: &BackendRt,
     version: &VersionRt,
     endpoint: &Endpoint,
-    result: &Result<Response<Incoming>, ProxyError>,
+    result: &Result<Response<UpstreamBody>, ProxyError>,
     elapsed: std::time::Duration,
     events: &Events,
     metrics: &VersionMetrics,
@@ -497,7 +490,6 @@ fn record_outcome(
 /// Sends a copy of a stable request to the canary in the background; the
 /// answer is read and discarded, and counted in the canary's window.
 async fn mirror(
-    worker: usize,
     backend: Arc<BackendRt>,
     canary: usize,
     mut parts: http::request::Parts,
@@ -519,11 +511,9 @@ async fn mirror(
     let started = Instant::now();
     let request = Request::from_parts(parts, RequestBody::empty());
     let mut timer = upstream::HeadTimer::default();
-    let exchanged = upstream::exchange(endpoint, worker, request, &mut timer, timeout, 0).await;
-    let (result, pooled) = match exchanged {
-        Ok((response, pooled)) => (Ok(response), pooled),
-        Err(failed) => (Err(failed.error), None),
-    };
+    let result = upstream::exchange(endpoint, request, &mut timer, timeout, 0)
+        .await
+        .map_err(|failed| failed.error);
     record_outcome(
         &backend,
         v,
@@ -536,16 +526,7 @@ async fn mirror(
     if let Ok(response) = result {
         // Read the answer to its end so the connection goes back to the pool.
         let mut body = response.into_body();
-        let complete = loop {
-            match body.frame().await {
-                Some(Ok(_)) => continue,
-                Some(Err(_)) => break false,
-                None => break true,
-            }
-        };
-        if let (true, Some(pooled)) = (complete, pooled) {
-            crate::pool::checkin(pooled.id, pooled.sender);
-        }
+        while let Some(Ok(_)) = body.frame().await {}
     }
 }
 
@@ -567,7 +548,7 @@ fn prepare_target(endpoint: &Endpoint, parts: &mut http::request::Parts) -> Resu
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let uri = if endpoint.upstream.tls.is_some() {
+    let uri = if endpoint.tls.is_some() {
         Uri::builder()
             .scheme(Scheme::HTTPS)
             .authority(endpoint.authority.clone())

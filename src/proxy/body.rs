@@ -1,11 +1,8 @@
-//! Body types of the request path. Both stream frame by frame; nothing here
-//! ever holds a whole body.
-//!
-//! - [`RequestBody`]: the client's body on its way upstream, cut off with an
-//!   error past `max_body_bytes`.
-//! - [`ResponseBody`]: what the client receives — the upstream's body or a
-//!   small error text — carrying the per-request guards whose `Drop` marks the
-//!   exchange finished (connection guard, endpoint in-flight count, access log).
+//! [`ResponseBody`]: what the client receives — the upstream's body, streamed
+//! frame by frame, or a small error text — carrying the per-request guards
+//! whose `Drop` marks the exchange finished (connection guard, endpoint
+//! in-flight count, access log). The upstream connection's hand-back to the
+//! pool is the upstream body's own business (`upstream::UpstreamBody`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,108 +13,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use crate::endpoint::InFlight;
 use crate::server::guard::ConnState;
-use crate::upstream::Pooled;
-
-/// The error a [`RequestBody`] yields when the client sends too much.
-#[derive(Debug, thiserror::Error)]
-#[error("request body exceeds {limit} bytes")]
-pub struct BodyTooLarge {
-    pub limit: u64,
-}
-
-/// The client's request body, forwarded upstream as it arrives.
-pub struct RequestBody {
-    inner: Option<Incoming>,
-    remaining: u64,
-    limit: u64,
-    /// Its `body_done` is set once the client's body has been read to its
-    /// end; read when the response ends to know whether the connection can
-    /// carry another request.
-    conn: Option<Arc<ConnState>>,
-}
-
-impl RequestBody {
-    pub fn new(inner: Incoming, limit: u64, conn: Arc<ConnState>) -> Self {
-        if inner.is_end_stream() {
-            conn.body_done.store(true, Ordering::Relaxed);
-        }
-        RequestBody {
-            inner: Some(inner),
-            remaining: limit,
-            limit,
-            conn: Some(conn),
-        }
-    }
-
-    /// An empty body (mirrored or retried requests, bodiless methods).
-    pub fn empty() -> Self {
-        RequestBody {
-            inner: None,
-            remaining: 0,
-            limit: 0,
-            conn: None,
-        }
-    }
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = &mut *self;
-        let Some(inner) = this.inner.as_mut() else {
-            return Poll::Ready(None);
-        };
-        match Pin::new(inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    let len = data.len() as u64;
-                    if len > this.remaining {
-                        this.inner = None;
-                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge {
-                            limit: this.limit,
-                        }))));
-                    }
-                    this.remaining -= len;
-                }
-                // A sized body is often not polled past its last bytes.
-                if this.inner.as_ref().is_some_and(Body::is_end_stream) {
-                    if let Some(conn) = &this.conn {
-                        conn.body_done.store(true, Ordering::Relaxed);
-                    }
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-            Poll::Ready(None) => {
-                if let Some(conn) = &this.conn {
-                    conn.body_done.store(true, Ordering::Relaxed);
-                }
-                Poll::Ready(None)
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
-    }
-}
+use crate::upstream::UpstreamBody;
 
 /// Runs when the exchange is over: the response body was sent or dropped.
 pub trait OnFinish: Send + Sync {
@@ -125,7 +25,7 @@ pub trait OnFinish: Send + Sync {
 }
 
 enum Content {
-    Stream(Incoming),
+    Stream(UpstreamBody),
     Full(Option<Bytes>),
 }
 
@@ -137,13 +37,11 @@ pub struct ResponseBody {
     conn: Option<Arc<ConnState>>,
     finish: Option<Box<dyn OnFinish>>,
     in_flight: Option<InFlight>,
-    /// The upstream connection this body comes from, pooled again at its end.
-    pooled: Option<Pooled>,
     stall: Option<StallWatch>,
 }
 
 impl ResponseBody {
-    pub fn stream(body: Incoming) -> Self {
+    pub fn stream(body: UpstreamBody) -> Self {
         Self::new(Content::Stream(body))
     }
 
@@ -163,7 +61,6 @@ impl ResponseBody {
             conn: None,
             finish: None,
             in_flight: None,
-            pooled: None,
             stall: None,
         }
     }
@@ -188,11 +85,6 @@ impl ResponseBody {
         });
     }
 
-    /// Returns `pooled` to the worker's pool once the body has ended.
-    pub fn set_pooled(&mut self, pooled: Option<Pooled>) {
-        self.pooled = pooled;
-    }
-
     /// Keeps the endpoint's in-flight count until the body is done.
     pub fn set_in_flight(&mut self, in_flight: InFlight) {
         self.in_flight = Some(in_flight);
@@ -206,13 +98,6 @@ impl Drop for ResponseBody {
             finish.finish(self.bytes_out, complete);
         }
         self.in_flight.take();
-        if let Some(pooled) = self.pooled.take() {
-            // Only a connection whose response was read to its end can carry
-            // the next request; any other is closed by dropping it.
-            if self.complete || self.is_end_stream() {
-                crate::pool::checkin(pooled.id, pooled.sender);
-            }
-        }
         if let Some(conn) = &self.conn {
             if !conn.body_done.load(Ordering::Relaxed) {
                 // The answer ended before the request body did: the guard

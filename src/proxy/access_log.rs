@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 
 use http::{HeaderValue, Method, Request, StatusCode};
 
-use crate::body::OnFinish;
+use super::body::OnFinish;
 use crate::snapshot::BackendRt;
 
 pub struct AccessRecord {

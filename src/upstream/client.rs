@@ -1,0 +1,100 @@
+//! hyper-util's pooled client (`client::legacy`), plain or TLS: what TLS
+//! endpoints and health probes use (plain endpoints go through the workers'
+//! own pools, `pool`). One builder for all of them.
+//!
+//! A TLS endpoint's clients are per worker thread, made on first use and
+//! kept in a thread-local map by endpoint id, so a worker's TLS connections
+//! live on its own runtime like its plain ones; the pool sweep forgets the
+//! clients of endpoints a reload removed.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use http::Request;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::body::RequestBody;
+use super::pool::{self, IdMap};
+use crate::endpoint::Endpoint;
+use crate::tls::UpstreamTls;
+
+/// A pooled client, plain or TLS.
+#[derive(Clone)]
+pub enum HttpClient {
+    Plain(Client<HttpConnector, RequestBody>),
+    Tls(Client<HttpsConnector<HttpConnector>, RequestBody>),
+}
+
+impl HttpClient {
+    /// Sends `req`; the caller bounds the wait.
+    pub fn request(&self, req: Request<RequestBody>) -> ResponseFuture {
+        match self {
+            HttpClient::Plain(client) => client.request(req),
+            HttpClient::Tls(client) => client.request(req),
+        }
+    }
+}
+
+thread_local! {
+    /// This worker's clients for TLS endpoints, by endpoint id.
+    static TLS_CLIENTS: RefCell<IdMap<HttpClient>> = RefCell::new(HashMap::default());
+}
+
+/// Sends `req` through this thread's client for the TLS endpoint `endpoint`;
+/// gives it back when the endpoint is plain HTTP.
+pub(super) fn send_tls(
+    endpoint: &Endpoint,
+    req: Request<RequestBody>,
+) -> Result<ResponseFuture, Request<RequestBody>> {
+    let Some(tls) = endpoint.tls.as_ref() else {
+        return Err(req);
+    };
+    Ok(TLS_CLIENTS.with(|clients| {
+        clients
+            .borrow_mut()
+            .entry(endpoint.id)
+            .or_insert_with(|| build(endpoint.connect_timeout, Some(tls)))
+            .request(req)
+    }))
+}
+
+/// Forgets the clients of endpoints `alive` rejects.
+pub(super) fn sweep(alive: &dyn Fn(u64) -> bool) {
+    TLS_CLIENTS.with(|clients| clients.borrow_mut().retain(|id, _| alive(*id)));
+}
+
+/// A pooled client, plain or TLS (with the version's roots and name).
+pub fn build(connect_timeout: Duration, tls: Option<&UpstreamTls>) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_nodelay(true);
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(pool::IDLE_TIMEOUT)
+        .pool_max_idle_per_host(pool::MAX_IDLE_PER_ENDPOINT);
+    match tls {
+        None => {
+            connector.enforce_http(true);
+            HttpClient::Plain(builder.build(connector))
+        }
+        Some(tls) => {
+            connector.enforce_http(false);
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config((*tls.config).clone())
+                .https_only();
+            let https = match &tls.server_name {
+                Some(name) => {
+                    https.with_server_name_resolver(FixedServerNameResolver::new(name.clone()))
+                }
+                None => https,
+            };
+            HttpClient::Tls(builder.build(https.enable_http1().wrap_connector(connector)))
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! [`HeadTimer`]: the timer bounding the wait for a response head, kept from
+//! one request to the next of a client connection.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
+
+/// The timer bounding the wait for a response head, kept from one request
+/// to the next of a client connection: re-arming a registered tokio `Sleep`
+/// for a later deadline only moves its expiry, where a new `timeout` per
+/// request inserts into and removes from the timer wheel each time.
+#[derive(Default)]
+pub struct HeadTimer(Option<Pin<Box<Sleep>>>);
+
+impl HeadTimer {
+    /// Runs `fut` for at most `limit`; `None` when the time ran out.
+    pub async fn run<F: Future>(&mut self, limit: Duration, fut: F) -> Option<F::Output> {
+        let deadline = Instant::now() + limit;
+        let sleep = match &mut self.0 {
+            Some(sleep) => {
+                sleep.as_mut().reset(deadline);
+                sleep
+            }
+            None => self.0.insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            if sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each run is bounded by its own limit, whether the reused timer fired
+    /// before, is re-armed earlier (re-registered) or later (only extended).
+    #[tokio::test]
+    async fn a_reused_head_timer_bounds_each_run_by_its_own_limit() {
+        let ms = Duration::from_millis;
+        let mut timer = HeadTimer::default();
+        let never = std::future::pending::<u8>;
+        let after = |d: Duration, v: u8| async move {
+            tokio::time::sleep(d).await;
+            v
+        };
+
+        let started = Instant::now();
+        assert_eq!(timer.run(ms(50), never()).await, None);
+        assert!(started.elapsed() >= ms(50));
+        // After firing: re-armed for longer, the work finishes first.
+        assert_eq!(timer.run(ms(2000), after(ms(100), 1)).await, Some(1));
+        // Armed for 2 s and still registered: an earlier deadline is kept.
+        let started = Instant::now();
+        assert_eq!(timer.run(ms(50), never()).await, None);
+        assert!(started.elapsed() < ms(1500), "{:?}", started.elapsed());
+        // Re-armed later while registered (the extension path): fires at
+        // the new deadline, not the old one.
+        assert_eq!(timer.run(ms(300), after(ms(10), 2)).await, Some(2));
+        let started = Instant::now();
+        assert_eq!(timer.run(ms(600), after(ms(450), 3)).await, Some(3));
+        assert!(started.elapsed() >= ms(450));
+        let started = Instant::now();
+        assert_eq!(timer.run(ms(400), never()).await, None);
+        let took = started.elapsed();
+        assert!(took >= ms(400) && took < ms(1500), "{took:?}");
+    }
+}
