@@ -336,8 +336,3 @@ impl Drop for Gateway {
         self.stop_workers();
     }
 }
-
-/// Resolves once `stop` is true (or its sender is gone).
-pub async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use tokio::sync::watch;
 
 use crate::events::Events;
 use crate::metrics::Metrics;
@@ -33,4 +34,9 @@ impl Shared {
             events: Arc::new(Events::default()),
         }
     }
+}
+
+/// Resolves once the stop signal `stop` is true (or its sender is gone).
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }

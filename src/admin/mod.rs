@@ -103,7 +103,7 @@ pub async fn run(
                 Ok(permit) => permit,
                 Err(_) => return,
             },
-            _ = crate::app::stopped(&mut shutdown) => return,
+            _ = crate::shared::stopped(&mut shutdown) => return,
         };
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -114,7 +114,7 @@ pub async fn run(
                     continue;
                 }
             },
-            _ = crate::app::stopped(&mut shutdown) => return,
+            _ = crate::shared::stopped(&mut shutdown) => return,
         };
         let context = Arc::clone(&context);
         let builder = Arc::clone(&builder);

@@ -6,7 +6,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -16,7 +15,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::time::Sleep;
 
 use crate::endpoint::InFlight;
-use crate::server::guard::ConnState;
+use crate::server::conn::ConnState;
 use crate::upstream::UpstreamBody;
 
 /// Runs when the exchange is over: the response body was sent or dropped.
@@ -99,21 +98,7 @@ impl Drop for ResponseBody {
         }
         self.in_flight.take();
         if let Some(conn) = &self.conn {
-            if !conn.body_done.load(Ordering::Relaxed) {
-                // The answer ended before the request body did: the guard
-                // can no longer tell where the next request head starts.
-                conn.passthrough.store(true, Ordering::Relaxed);
-            } else if !conn.passthrough.load(Ordering::Relaxed) {
-                // Idle from now on, as far as evicting at max_connections goes.
-                conn.idle_since.store(
-                    crate::server::evict::idle_stamp(std::time::Instant::now()),
-                    Ordering::Relaxed,
-                );
-            }
-            conn.completed.fetch_add(1, Ordering::Release);
-            if conn.wake_when_done.load(Ordering::Relaxed) {
-                conn.waker.wake();
-            }
+            conn.response_ended();
         }
     }
 }

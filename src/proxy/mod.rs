@@ -30,7 +30,7 @@ use crate::metrics::VersionMetrics;
 use crate::release::bucket::{bucket, cookie_value};
 use crate::release::split::{choose, Inputs, Reason};
 use crate::request_id::{new_request_id, random_below, random_u64, split_roll};
-use crate::server::guard::ConnState;
+use crate::server::conn::ConnState;
 use crate::shared::Shared;
 use crate::snapshot::{BackendRt, RouteRt, Snapshot, VersionRt};
 use crate::upstream::{self, RequestBody, UpstreamBody};

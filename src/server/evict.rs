@@ -13,22 +13,14 @@
 //! and on eviction.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use slab::Slab;
 
-use super::guard::ConnState;
+use super::conn::ConnState;
 
 /// How many idle connections one full accept evicts at most (NGINX: 32).
 pub const EVICT_BATCH: usize = 16;
-
-static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
-
-/// `at` as milliseconds since the first call, never 0 (0 means "not idle").
-pub fn idle_stamp(at: Instant) -> u64 {
-    (at.saturating_duration_since(*EPOCH).as_millis() as u64).max(1)
-}
 
 /// The open HTTP connections of the process.
 #[derive(Debug, Default)]

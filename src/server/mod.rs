@@ -1,44 +1,37 @@
-//! Listeners and connection serving.
+//! Listeners and accepting connections.
 //!
 //! Each worker thread runs its own single-threaded runtime with its own
 //! `SO_REUSEPORT` socket per listener, so the kernel spreads connections over
 //! the workers and a connection, its requests and its upstream connections
-//! stay on one thread. Connections pass through the [`guard`] and are served
-//! by hyper-util's `auto` builder (HTTP/1.1 and h2c prior knowledge), with
-//! upgrades, and are drained on graceful shutdown.
-//!
-//! An HTTP/1 connection holds hyper's state (buffers, connection future; about
-//! 30 KiB) only while it has a request to serve: a new connection waits for
-//! its first byte on the bare socket, and one idle for [`guard::PARK_AFTER`]
-//! between requests is *parked* — its hyper connection ends and the socket
-//! waits alone for the next request, when a new hyper connection takes over.
+//! stay on one thread. A connection takes one of the `max_connections` slots
+//! (idle ones are evicted to make room, `evict`), passes the TLS handshake on
+//! a TLS listener, and is served (`connection`) through the guard (`guard`,
+//! `head_scan`, sharing `conn` with the request path) by hyper-util's `auto`
+//! builder; on shutdown the open connections are drained.
 
+pub mod conn;
+mod connection;
 pub mod evict;
 pub mod guard;
+pub mod head_scan;
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
-use std::task::{self, Poll};
+use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use prometheus::IntGaugeVec;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::runtime::Runtime;
-use tokio::sync::{watch, Semaphore, TryAcquireError};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio_rustls::TlsAcceptor;
 
-use prometheus::IntGaugeVec;
-
 use crate::config::{Config, Limits};
-use crate::proxy::{self, Conn, Worker};
-use guard::{ConnState, GuardLimits, Guarded, ParkSlot, PARK_AFTER};
+use crate::proxy::Worker;
+use crate::shared::stopped;
+use connection::Connection;
 
 /// Pending connections the kernel queues per socket.
 const BACKLOG: u32 = 4096;
@@ -213,35 +206,8 @@ async fn accept_loop(serving: Arc<Serving>, bound: BoundListener, mut stop: watc
             in_a_row = 0;
             tokio::task::yield_now().await;
         }
-        // A free connection slot first. With every slot taken, the next
-        // connection is accepted and the connections idle longest are asked
-        // to close to make room for it; without idle ones it waits for a slot
-        // (and those after it in the kernel's accept queue).
-        let (permit, accepted) = match Arc::clone(&serving.slots).try_acquire_owned() {
-            Ok(permit) => {
-                let Some(accepted) = accept(&bound, &mut stop).await else {
-                    return;
-                };
-                (permit, accepted)
-            }
-            Err(TryAcquireError::Closed) => return,
-            Err(TryAcquireError::NoPermits) => {
-                let Some(accepted) = accept(&bound, &mut stop).await else {
-                    return;
-                };
-                let evicted = serving.conns.evict_idle(evict::EVICT_BATCH);
-                if evicted > 0 {
-                    tracing::debug!(listener = %bound.name, evicted, "max_connections reached: closing idle connections");
-                }
-                let permit = tokio::select! {
-                    permit = Arc::clone(&serving.slots).acquire_owned() => match permit {
-                        Ok(permit) => permit,
-                        Err(_) => return,
-                    },
-                    _ = crate::app::stopped(&mut stop) => return,
-                };
-                (permit, accepted)
-            }
+        let Some((permit, accepted)) = admit(&serving, &bound, &mut stop).await else {
+            return;
         };
         let Ok((stream, peer)) = accepted else {
             // EMFILE and friends: back off instead of spinning.
@@ -249,29 +215,8 @@ async fn accept_loop(serving: Arc<Serving>, bound: BoundListener, mut stop: watc
             continue;
         };
         let _ = stream.set_nodelay(true);
-        // Limits and certificates are read per connection, so a reload
-        // applies them to new connections.
-        let snapshot = serving.worker.snapshot.load();
-        let limits = snapshot.config.limits;
-        let tls = if bound.tls {
-            match snapshot.tls.listeners.get(&bound.name) {
-                Some(config) => Some(TlsAcceptor::from(Arc::clone(config))),
-                None => {
-                    tracing::warn!(listener = %bound.name, "no TLS config for a TLS listener: connection refused");
-                    continue;
-                }
-            }
-        } else {
-            None
-        };
-        drop(snapshot);
-        let task = Connection {
-            worker: Arc::clone(&serving.worker),
-            conns: Arc::clone(&serving.conns),
-            builder: Arc::clone(&serving.builder),
-            drain: serving.drain.subscribe(),
-            limits,
-            peer,
+        let Some((task, tls)) = serving.connection(&bound, peer) else {
+            continue;
         };
         open.inc();
         let open = open.clone();
@@ -287,23 +232,85 @@ async fn accept_loop(serving: Arc<Serving>, bound: BoundListener, mut stop: watc
             }
             Some(acceptor) => {
                 tokio::spawn(async move {
-                    // A stalled handshake is bounded like a slow request head.
-                    let limit = task.limits.header_read_timeout;
-                    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => {
-                            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                            task.serve(stream, true, h2).await;
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(peer = %task.peer, error = %e, "TLS handshake failed")
-                        }
-                        Err(_) => tracing::debug!(peer = %task.peer, "TLS handshake timed out"),
-                    }
+                    serve_tls(task, acceptor, stream).await;
                     open.dec();
                     drop(permit);
                 });
             }
         }
+    }
+}
+
+/// A connection slot and the next connection; `None` once stopping.
+///
+/// A free slot first. With every slot taken, the next connection is accepted
+/// and the connections idle longest are asked to close to make room for it;
+/// without idle ones it waits for a slot (and those after it in the kernel's
+/// accept queue).
+async fn admit(
+    serving: &Serving,
+    bound: &BoundListener,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(OwnedSemaphorePermit, io::Result<(TcpStream, SocketAddr)>)> {
+    match Arc::clone(&serving.slots).try_acquire_owned() {
+        Ok(permit) => Some((permit, accept(bound, stop).await?)),
+        Err(TryAcquireError::Closed) => None,
+        Err(TryAcquireError::NoPermits) => {
+            let accepted = accept(bound, stop).await?;
+            let evicted = serving.conns.evict_idle(evict::EVICT_BATCH);
+            if evicted > 0 {
+                tracing::debug!(listener = %bound.name, evicted, "max_connections reached: closing idle connections");
+            }
+            tokio::select! {
+                permit = Arc::clone(&serving.slots).acquire_owned() => Some((permit.ok()?, accepted)),
+                _ = stopped(stop) => None,
+            }
+        }
+    }
+}
+
+impl Serving {
+    /// The connection `peer` on `bound` will be served as, with its TLS
+    /// acceptor on a TLS listener. Limits and certificates are read per
+    /// connection, so a reload applies them to new connections.
+    fn connection(
+        &self,
+        bound: &BoundListener,
+        peer: SocketAddr,
+    ) -> Option<(Connection, Option<TlsAcceptor>)> {
+        let snapshot = self.worker.snapshot.load();
+        let tls = if bound.tls {
+            let Some(config) = snapshot.tls.listeners.get(&bound.name) else {
+                tracing::warn!(listener = %bound.name, "no TLS config for a TLS listener: connection refused");
+                return None;
+            };
+            Some(TlsAcceptor::from(Arc::clone(config)))
+        } else {
+            None
+        };
+        let task = Connection {
+            worker: Arc::clone(&self.worker),
+            conns: Arc::clone(&self.conns),
+            builder: Arc::clone(&self.builder),
+            drain: self.drain.subscribe(),
+            limits: snapshot.config.limits,
+            peer,
+        };
+        Some((task, tls))
+    }
+}
+
+/// The TLS handshake, then HTTP over it (h2 when ALPN chose it).
+async fn serve_tls(task: Connection, acceptor: TlsAcceptor, stream: TcpStream) {
+    // A stalled handshake is bounded like a slow request head.
+    let limit = task.limits.header_read_timeout;
+    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            task.serve(stream, true, h2).await;
+        }
+        Ok(Err(e)) => tracing::debug!(peer = %task.peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(peer = %task.peer, "TLS handshake timed out"),
     }
 }
 
@@ -319,218 +326,7 @@ async fn accept(
             }
             Some(accepted)
         }
-        _ = crate::app::stopped(stop) => None,
-    }
-}
-
-/// One accepted connection, ready to be served.
-struct Connection {
-    worker: Arc<Worker>,
-    conns: Arc<evict::Registry>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    drain: watch::Receiver<bool>,
-    limits: Limits,
-    peer: std::net::SocketAddr,
-}
-
-impl Connection {
-    /// Serves HTTP on `io` until the connection ends. `h2` is true when ALPN
-    /// already chose HTTP/2 (never parked).
-    async fn serve<I>(mut self, io: I, tls: bool, h2: bool)
-    where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let state = Arc::new(ConnState::default());
-        let conns = Arc::clone(&self.conns);
-        let _registered = conns.register(Arc::clone(&state));
-        let conn = Arc::new(Conn::new(self.peer, tls, Arc::clone(&state)));
-        let guard = GuardLimits {
-            header_read_timeout: self.limits.header_read_timeout,
-            idle_timeout: self.limits.idle_timeout,
-            max_header_bytes: self.limits.max_header_bytes,
-        };
-        let parks = !h2 && PARK_AFTER < guard.idle_timeout;
-        let mut io = Woken::new(io);
-        if parks {
-            // Idle (and evictable) until its first byte, which must come
-            // within the head timeout.
-            state.idle_since.store(
-                evict::idle_stamp(std::time::Instant::now()),
-                Ordering::Relaxed,
-            );
-            let limit = guard.header_read_timeout.min(guard.idle_timeout);
-            if !wait_for_request(&mut self.drain, &mut io, &state, limit).await {
-                return;
-            }
-        }
-        loop {
-            let slot: Option<Arc<ParkSlot<Woken<I>>>> = parks.then(Arc::default);
-            let guarded = Guarded::new(io, Arc::clone(&state), guard, h2, slot.clone());
-            let (worker, served) = (Arc::clone(&self.worker), Arc::clone(&conn));
-            let service = service_fn(move |req| {
-                let worker = Arc::clone(&worker);
-                let conn = Arc::clone(&served);
-                async move { proxy::handle(&worker, &conn, req).await }
-            });
-            // Boxed: the task keeps only a pointer while the socket is parked.
-            let mut connection = Box::pin(
-                self.builder
-                    .serve_connection_with_upgrades(TokioIo::new(guarded), service)
-                    .into_owned(),
-            );
-            let ended = {
-                // Waiting on the drain signal registers this task once; after
-                // that a version check per poll tells whether it came (a
-                // `changed()` polled every time takes Notify's lock and a coop
-                // budget unit on every wake, about 1 % of a request).
-                let mut signal = self.drain.clone();
-                let mut signalled = std::pin::pin!(signal.changed());
-                let (mut registered, mut shutting) = (false, false);
-                let drain = &self.drain;
-                std::future::poll_fn(|cx| {
-                    if !shutting {
-                        let draining = if registered {
-                            drain.has_changed().unwrap_or(true)
-                        } else {
-                            registered = true;
-                            signalled.as_mut().poll(cx).is_ready()
-                        };
-                        if draining {
-                            connection.as_mut().graceful_shutdown();
-                            shutting = true;
-                        }
-                    }
-                    connection.as_mut().poll(cx)
-                })
-                .await
-            };
-            // Dropping hyper's connection drops the guard, which hands a
-            // parked socket to the slot.
-            drop(connection);
-            if let Err(e) = ended {
-                tracing::trace!(error = %e, "connection ended with an error");
-            }
-            let parked =
-                slot.and_then(|slot| slot.lock().unwrap_or_else(PoisonError::into_inner).take());
-            let Some(parked) = parked else {
-                return;
-            };
-            io = parked;
-            conns.parked();
-            state.reset();
-            conn.release_timer();
-            // What is left of idle_timeout since the last response ended.
-            let since = state.idle_since.load(Ordering::Relaxed);
-            let now = evict::idle_stamp(std::time::Instant::now());
-            let idle_for = Duration::from_millis(now.saturating_sub(since));
-            let limit = guard.idle_timeout.saturating_sub(idle_for);
-            if !wait_for_request(&mut self.drain, &mut io, &state, limit).await {
-                return;
-            }
-        }
-    }
-}
-
-/// Waits, holding only the socket, for the first byte of the next request, at
-/// most `limit`. False when the connection should close instead: the client
-/// closed it, the time ran out, it was evicted to admit another connection
-/// (`max_connections`), or the server is shutting down.
-async fn wait_for_request<I: AsyncRead + Unpin>(
-    drain: &mut watch::Receiver<bool>,
-    io: &mut Woken<I>,
-    state: &ConnState,
-    limit: Duration,
-) -> bool {
-    if *drain.borrow() {
-        return false;
-    }
-    let evicted = std::future::poll_fn(|cx| {
-        state.waker.register(cx.waker());
-        if state.evict.load(Ordering::Relaxed) {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    });
-    tokio::select! {
-        woke = io.first_byte() => woke,
-        () = evicted => false,
-        () = tokio::time::sleep(limit) => false,
-        _ = drain.changed() => false,
-    }
-}
-
-/// A connection's socket between hyper connections: the byte that woke it
-/// is read again first.
-struct Woken<I> {
-    first: Option<u8>,
-    io: I,
-}
-
-impl<I: AsyncRead + Unpin> Woken<I> {
-    fn new(io: I) -> Self {
-        Woken { first: None, io }
-    }
-
-    /// Reads the first byte of what comes next; false at end of stream or
-    /// on an error.
-    async fn first_byte(&mut self) -> bool {
-        let mut byte = [0u8; 1];
-        match self.io.read(&mut byte).await {
-            Ok(1) => {
-                self.first = Some(byte[0]);
-                true
-            }
-            _ => false,
-        }
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Woken<I> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut task::Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Some(byte) = this.first {
-            if buf.remaining() > 0 {
-                buf.put_slice(&[byte]);
-                this.first = None;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.io).poll_read(cx, buf)
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Woken<I> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut task::Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut task::Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        _ = stopped(stop) => None,
     }
 }
 

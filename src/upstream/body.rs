@@ -18,7 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::pool::{self, Pooled};
-use crate::server::guard::ConnState;
+use crate::server::conn::ConnState;
 
 /// The error a [`RequestBody`] yields when the client sends too much.
 #[derive(Debug, thiserror::Error)]

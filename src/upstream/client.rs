@@ -44,22 +44,20 @@ thread_local! {
     static TLS_CLIENTS: RefCell<IdMap<HttpClient>> = RefCell::new(HashMap::default());
 }
 
-/// Sends `req` through this thread's client for the TLS endpoint `endpoint`;
-/// gives it back when the endpoint is plain HTTP.
+/// Sends `req` through this thread's client for `endpoint`, whose TLS is
+/// `tls`.
 pub(super) fn send_tls(
     endpoint: &Endpoint,
+    tls: &UpstreamTls,
     req: Request<RequestBody>,
-) -> Result<ResponseFuture, Request<RequestBody>> {
-    let Some(tls) = endpoint.tls.as_ref() else {
-        return Err(req);
-    };
-    Ok(TLS_CLIENTS.with(|clients| {
+) -> ResponseFuture {
+    TLS_CLIENTS.with(|clients| {
         clients
             .borrow_mut()
             .entry(endpoint.id)
             .or_insert_with(|| build(endpoint.connect_timeout, Some(tls)))
             .request(req)
-    }))
+    })
 }
 
 /// Forgets the clients of endpoints `alive` rejects.

@@ -58,17 +58,14 @@ pub async fn exchange(
     timeout: Duration,
     body_limit: u64,
 ) -> Result<Response<UpstreamBody>, Failed> {
-    let req = match client::send_tls(endpoint, req) {
-        Ok(sent) => {
-            return match timer.run(timeout, sent).await {
-                Some(Ok(response)) => Ok(response.map(|body| UpstreamBody::new(body, None))),
-                Some(Err(e)) => Err(classify_chain(&e, e.is_connect(), body_limit).into()),
-                None => Err(ProxyError::Timeout.into()),
-            }
-        }
-        // A plain endpoint.
-        Err(req) => req,
-    };
+    if let Some(tls) = &endpoint.tls {
+        let sent = client::send_tls(endpoint, tls, req);
+        return match timer.run(timeout, sent).await {
+            Some(Ok(response)) => Ok(response.map(|body| UpstreamBody::new(body, None))),
+            Some(Err(e)) => Err(classify_chain(&e, e.is_connect(), body_limit).into()),
+            None => Err(ProxyError::Timeout.into()),
+        };
+    }
     match timer
         .run(timeout, send_pooled(endpoint, req, body_limit))
         .await

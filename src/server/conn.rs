@@ -1,0 +1,77 @@
+//! The state one client connection shares between its guard (`guard`), the
+//! requests served on it (the request path's bodies) and the eviction
+//! registry (`evict`), and the clock they stamp it with.
+//!
+//! The low module of the server: it imports nothing of the server, the
+//! request path or the upstream, so all of them can use it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::LazyLock;
+use std::time::Instant;
+
+use atomic_waker::AtomicWaker;
+
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+/// `at` as milliseconds since the first call, never 0 (0 means "not idle").
+pub fn idle_stamp(at: Instant) -> u64 {
+    (at.saturating_duration_since(*EPOCH).as_millis() as u64).max(1)
+}
+
+/// State shared between a connection's guard and the requests served on it.
+#[derive(Debug, Default)]
+pub struct ConnState {
+    /// Responses finished on this connection. Written by the response body
+    /// when it is dropped; read by the guard to know the next head may start.
+    pub completed: AtomicU64,
+    /// Set by the proxy when the connection stops carrying HTTP/1 messages
+    /// the guard can follow (a 101 upgrade, or a response sent before the
+    /// request body was read). The guard then stops inspecting.
+    pub passthrough: AtomicBool,
+    /// Whether the current request's body has been read to its end. Set by
+    /// the request path (HTTP/1 carries one request at a time).
+    pub body_done: AtomicBool,
+    /// While the connection waits for a request: since when, in
+    /// [`idle_stamp`] milliseconds; 0 otherwise. Written by the guard and by
+    /// the response body when it ends; read by the eviction registry.
+    pub idle_since: AtomicU64,
+    /// Set to ask an idle connection to close (to admit a new one).
+    pub evict: AtomicBool,
+    /// Wakes the connection's task when it is asked to close, and when its
+    /// response ends if `wake_when_done`.
+    pub waker: AtomicWaker,
+    /// The guard parks the connection as soon as this response ends, so it
+    /// wants to hear of it at once.
+    pub wake_when_done: AtomicBool,
+    /// When the connection's last request head began, in [`idle_stamp`]
+    /// milliseconds (0: none yet). Kept across parks.
+    pub last_head: AtomicU64,
+}
+
+impl ConnState {
+    /// Ready for a new hyper connection on the same socket (after parking).
+    pub fn reset(&self) {
+        self.completed.store(0, Ordering::Relaxed);
+        self.passthrough.store(false, Ordering::Relaxed);
+        self.body_done.store(false, Ordering::Relaxed);
+    }
+
+    /// A response on this connection ended (sent or dropped): the guard may
+    /// look for the next request head, or stop following the connection
+    /// when the request's body was not read to its end.
+    pub fn response_ended(&self) {
+        if !self.body_done.load(Ordering::Relaxed) {
+            // The answer ended before the request body did: the guard can no
+            // longer tell where the next request head starts.
+            self.passthrough.store(true, Ordering::Relaxed);
+        } else if !self.passthrough.load(Ordering::Relaxed) {
+            // Idle from now on, as far as evicting at max_connections goes.
+            self.idle_since
+                .store(idle_stamp(Instant::now()), Ordering::Relaxed);
+        }
+        self.completed.fetch_add(1, Ordering::Release);
+        if self.wake_when_done.load(Ordering::Relaxed) {
+            self.waker.wake();
+        }
+    }
+}
