@@ -35,6 +35,7 @@ pub struct Metrics {
     pub rollbacks: IntCounterVec,
     pub endpoint_healthy: IntGaugeVec,
     pub fallbacks: IntCounterVec,
+    pub mirror_dropped: IntCounterVec,
     reloads: IntCounterVec,
     pub active_connections: IntGaugeVec,
 }
@@ -127,6 +128,11 @@ impl Metrics {
                 "switchyard_version_fallbacks_total",
                 "Requests served by the other version because the chosen one had no usable endpoint",
                 &["backend", "from", "to"],
+            ),
+            mirror_dropped: counter(
+                "switchyard_mirror_dropped_total",
+                "Mirrored copies not sent because too many were in flight to the canary",
+                &["backend"],
             ),
             reloads: counter("switchyard_config_reloads_total", "Config reloads by result", &["result"]),
             active_connections: gauge("switchyard_active_connections", "Open client connections", &["listener"]),

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
+use prometheus::IntCounter;
 
 use crate::config::{self, Analysis, Config, LoadBalancing, Outlier, Release, Sticky};
 use crate::endpoint::Endpoint;
@@ -80,6 +81,11 @@ pub struct BackendRt {
     pub retry_on_stable: bool,
     /// Stable requests copied to the canary, in buckets (0..=10000).
     pub mirror_threshold: u32,
+    /// Mirrored requests in flight now (bounded by the request path).
+    pub mirrors_in_flight: AtomicUsize,
+    /// Mirrored requests dropped for too many in flight; only for backends
+    /// that mirror.
+    pub mirror_dropped: Option<IntCounter>,
     pub analysis: Option<Analysis>,
 }
 
@@ -217,7 +223,12 @@ impl BackendRt {
             .any(|e| !std::ptr::eq(&**e, except) && e.usable())
     }
 
-    fn build(backend: &config::Backend, previous: Option<&BackendRt>, tls: &TlsMaterial) -> Self {
+    fn build(
+        backend: &config::Backend,
+        previous: Option<&BackendRt>,
+        tls: &TlsMaterial,
+        metrics: &Metrics,
+    ) -> Self {
         let analysis = match &backend.release {
             Release::Canary(c) => Some(c.analysis.clone()),
             Release::BlueGreen(b) => Some(b.analysis.clone()),
@@ -264,6 +275,8 @@ impl BackendRt {
             outlier: backend.outlier,
             retry_on_stable: false,
             mirror_threshold: 0,
+            mirrors_in_flight: AtomicUsize::new(0),
+            mirror_dropped: None,
             analysis,
             versions: Vec::new(),
         };
@@ -281,6 +294,10 @@ impl BackendRt {
                 rt.sticky = c.sticky.clone();
                 rt.retry_on_stable = c.retry_on_stable;
                 rt.mirror_threshold = threshold(c.mirror_percent);
+                if rt.mirror_threshold > 0 {
+                    rt.mirror_dropped =
+                        Some(metrics.mirror_dropped.with_label_values(&[&backend.name]));
+                }
             }
             Release::BlueGreen(b) => {
                 rt.shape = Shape::BlueGreen {
@@ -329,7 +346,7 @@ impl Snapshot {
             .values()
             .map(|b| {
                 let before = previous.and_then(|p| p.backend(&b.name));
-                Arc::new(BackendRt::build(b, before.map(|b| &**b), &tls))
+                Arc::new(BackendRt::build(b, before.map(|b| &**b), &tls, metrics))
             })
             .collect();
         let routes = config

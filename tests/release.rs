@@ -498,6 +498,49 @@ async fn mirrored_copies_reach_the_canary_without_slowing_clients() {
     assert!(counted, "mirrored answers count in the canary's analysis");
 }
 
+/// A canary slower than the traffic mirrored to it: at most 64 copies are in
+/// flight at once; the others are dropped and counted, never queued.
+#[tokio::test]
+async fn mirrored_copies_in_flight_are_capped_and_the_dropped_ones_counted() {
+    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
+    v2.set_mode(Mode::Delay(Duration::from_secs(5)));
+    let gw = TestGateway::start(&release(&v1, &v2, 0.0, "", "mirror_percent: 100"));
+    let client = Client::new();
+    for _ in 0..10 {
+        let batch: Vec<_> = (0..10)
+            .map(|_| {
+                let (client, url) = (client.clone(), gw.url("/"));
+                tokio::spawn(async move { client.get(&url).await.status })
+            })
+            .collect();
+        for sent in batch {
+            assert_eq!(sent.await.expect("request task"), 200);
+        }
+    }
+    let dropped = || async {
+        let metrics = client.get(&gw.admin_url("/metrics")).await.text();
+        metrics
+            .lines()
+            .find(|l| l.starts_with("switchyard_mirror_dropped_total{backend=\"app\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    // Every copy either reached the canary or was dropped.
+    let settled = poll_until(Duration::from_secs(3), || async {
+        v2.hits() + dropped().await == 100
+    })
+    .await;
+    assert!(
+        settled,
+        "hits {} + dropped {} != 100",
+        v2.hits(),
+        dropped().await
+    );
+    assert!(v2.hits() <= 64, "{} mirrors in flight at once", v2.hits());
+    assert!(dropped().await >= 36, "dropped: {}", dropped().await);
+}
+
 #[tokio::test]
 async fn blue_green_goes_back_to_the_previous_active_when_the_new_one_fails() {
     let (blue, green) = (Backend::start("blue").await, Backend::start("green").await);

@@ -1,0 +1,248 @@
+//! Attempts: one try of a request on one version — pick an endpoint, send,
+//! record the outcome (metrics, analysis window, outlier streak) — with one
+//! more endpoint when the connection could not be made, and the retry on
+//! stable of a failed canary request. Mirrors use the same attempt.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::request::Parts;
+use http::{Method, Request, Response};
+
+use super::exchange::Exchange;
+use super::headers::{copy_head, prepare_target};
+use crate::endpoint::{clock_ms, Endpoint, InFlight};
+use crate::error::{ProxyError, UpstreamFailure};
+use crate::events::{EventKind, Events};
+use crate::metrics::VersionMetrics;
+use crate::release::split::{Decision, Reason};
+use crate::snapshot::{BackendRt, VersionRt};
+use crate::upstream::{self, HeadTimer, RequestBody, UpstreamBody};
+
+/// Where the attempts of one request go.
+pub struct Target<'a> {
+    pub backend: &'a BackendRt,
+    /// The route timeout: the wait for the response head.
+    pub timeout: Duration,
+    pub body_limit: u64,
+    /// Where an outlier ejection is reported.
+    pub events: &'a Events,
+}
+
+/// What one attempt came to.
+pub struct Attempted {
+    pub result: Result<Response<UpstreamBody>, ProxyError>,
+    /// The endpoint tried last, counted in flight; `None` when no endpoint
+    /// could be picked (nothing was sent, nothing recorded).
+    pub endpoint: Option<InFlight>,
+    /// Time to the response head (or the failure).
+    pub upstream_ms: Option<f64>,
+}
+
+/// What a request may need beyond its attempt: a retry on stable when the
+/// canary fails, a copy to the canary when stable serves it.
+pub struct Plan {
+    pub retry_on: Option<usize>,
+    pub mirror_to: Option<usize>,
+}
+
+impl Plan {
+    /// `mirror_roll` is a roll in `0..10000`, drawn only for requests that
+    /// could be mirrored.
+    pub fn new(
+        backend: &BackendRt,
+        decision: &Decision,
+        head: &Parts,
+        bodiless: bool,
+        upgrade: bool,
+        mirror_roll: impl FnOnce() -> u32,
+    ) -> Plan {
+        // Only bodiless or idempotent requests can be sent twice.
+        let replayable = !upgrade
+            && (bodiless || matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS));
+        let on_canary = backend.canary() == Some(decision.version);
+        // A request forced onto a version by the override header is answered
+        // by that version, failure or not: hiding it would defeat the preview.
+        let forced = decision.reason == Reason::Override;
+        let retry_on = backend
+            .stable()
+            .filter(|_| on_canary && !forced && backend.retry_on_stable && replayable);
+        let mirror_to = backend.canary().filter(|_| {
+            !on_canary
+                && backend.mirror_threshold > 0
+                && bodiless
+                && !upgrade
+                && mirror_roll() < backend.mirror_threshold
+        });
+        Plan {
+            retry_on,
+            mirror_to,
+        }
+    }
+}
+
+/// The attempt on `version`, and when it fails before anything reached the
+/// client, one on `retry_on` (stable) with a copy of the head and no body.
+pub async fn with_retry(
+    target: &Target<'_>,
+    metrics: &[VersionMetrics],
+    version: usize,
+    parts: Parts,
+    body: RequestBody,
+    retry_on: Option<usize>,
+    ex: &mut Exchange,
+) -> Result<Response<UpstreamBody>, ProxyError> {
+    let copy = retry_on.map(|stable| (stable, copy_head(&parts)));
+    let mut result = attempt(target, &metrics[version], version, parts, body, ex).await;
+    if let Some((stable, head)) = copy {
+        let failed = match &result {
+            Ok(response) => response.status().is_server_error(),
+            Err(e) => e.upstream_failure().is_some(),
+        };
+        if failed {
+            // Nothing reached the client yet: the canary's failure is
+            // recorded in its window, the client gets the stable answer.
+            drop(result);
+            ex.version = Some(stable);
+            ex.retried = true;
+            let metrics = &metrics[stable];
+            result = attempt(target, metrics, stable, head, RequestBody::empty(), ex).await;
+        }
+    }
+    result
+}
+
+/// One attempt, its endpoint and time kept in `ex` for the answer and log.
+async fn attempt(
+    target: &Target<'_>,
+    metrics: &VersionMetrics,
+    version: usize,
+    parts: Parts,
+    body: RequestBody,
+    ex: &mut Exchange,
+) -> Result<Response<UpstreamBody>, ProxyError> {
+    let attempted = once(target, metrics, version, parts, body, &mut ex.timer).await;
+    if attempted.endpoint.is_some() {
+        ex.endpoint = attempted.endpoint;
+        ex.upstream_ms = attempted.upstream_ms;
+        ex.attempted = true;
+    }
+    attempted.result
+}
+
+/// One try on one version: pick an endpoint, send, record the outcome. A
+/// connection that could not be made is tried once more on another endpoint
+/// of the version: nothing of the request was sent yet.
+pub async fn once(
+    target: &Target<'_>,
+    metrics: &VersionMetrics,
+    version: usize,
+    mut parts: Parts,
+    mut body: RequestBody,
+    timer: &mut HeadTimer,
+) -> Attempted {
+    let backend = target.backend;
+    let v = &backend.versions[version];
+    let Some(mut endpoint) = v.pick(backend.load_balancing) else {
+        return Attempted {
+            result: Err(ProxyError::NoHealthyEndpoint(backend.name.clone())),
+            endpoint: None,
+            upstream_ms: None,
+        };
+    };
+    let mut next_tried = false;
+    loop {
+        if let Err(e) = prepare_target(endpoint, &mut parts) {
+            return Attempted {
+                result: Err(e),
+                endpoint: None,
+                upstream_ms: None,
+            };
+        }
+        let in_flight = InFlight::new(Arc::clone(endpoint));
+        let started = Instant::now();
+        let request = Request::from_parts(parts, body);
+        let exchanged =
+            upstream::exchange(endpoint, request, timer, target.timeout, target.body_limit).await;
+        let (result, unsent) = match exchanged {
+            Ok(response) => (Ok(response), None),
+            Err(failed) => (Err(failed.error), failed.unsent),
+        };
+        let elapsed = started.elapsed();
+        record_outcome(target, v, endpoint, &result, elapsed, metrics);
+        let next = match unsent {
+            Some(unsent) if !next_tried => v.pick_other(endpoint).map(|next| (next, unsent)),
+            _ => None,
+        };
+        let Some((next, unsent)) = next else {
+            return Attempted {
+                result,
+                endpoint: Some(in_flight),
+                upstream_ms: Some(elapsed.as_secs_f64() * 1e3),
+            };
+        };
+        tracing::debug!(
+            backend = %backend.name,
+            failed = %endpoint.address,
+            next = %next.address,
+            "upstream connection failed: trying another endpoint"
+        );
+        next_tried = true;
+        endpoint = next;
+        (parts, body) = unsent.into_parts();
+    }
+}
+
+/// Feeds the metrics, the analysis window and the outlier detector.
+fn record_outcome(
+    target: &Target<'_>,
+    version: &VersionRt,
+    endpoint: &Endpoint,
+    result: &Result<Response<UpstreamBody>, ProxyError>,
+    elapsed: Duration,
+    metrics: &VersionMetrics,
+) {
+    let status = match result {
+        Ok(response) => response.status(),
+        Err(e) => e.status(),
+    };
+    metrics.observe(status.as_u16(), elapsed.as_secs_f64());
+    if let Some(kind) = result.as_ref().err().and_then(ProxyError::upstream_failure) {
+        metrics.upstream_error(kind);
+    }
+    let error = match result {
+        Ok(response) => response.status().is_server_error(),
+        Err(e) => match e.upstream_failure() {
+            Some(_) => true,
+            // The client's fault (body too large): not the version's.
+            None => return,
+        },
+    };
+    version.window.record(clock_ms(), elapsed, error);
+    match result.as_ref().map_err(ProxyError::upstream_failure) {
+        Ok(_) => endpoint.record_success(),
+        Err(Some(UpstreamFailure::Connect | UpstreamFailure::Reset | UpstreamFailure::Timeout)) => {
+            record_failure(target, version, endpoint);
+        }
+        Err(_) => {}
+    }
+}
+
+/// One more failure in the endpoint's streak; reports an ejection.
+fn record_failure(target: &Target<'_>, version: &VersionRt, endpoint: &Endpoint) {
+    let backend = target.backend;
+    let ejected = endpoint.record_failure(&backend.outlier, || backend.others_usable(endpoint));
+    if let Some(duration) = ejected {
+        let message = format!(
+            "{} ({}) ejected for {}s after {} consecutive failures",
+            endpoint.address,
+            version.name,
+            duration.as_secs(),
+            backend.outlier.consecutive_failures
+        );
+        tracing::warn!(backend = %backend.name, "{message}");
+        target
+            .events
+            .push(EventKind::Ejection, Some(&backend.name), message);
+    }
+}

@@ -1,0 +1,153 @@
+//! [`Exchange`]: what was decided and done for one request (route, backend,
+//! version, endpoint, the upstream time, whether stable answered for the
+//! canary), from which the answer's headers, the gateway's own metrics and
+//! the access log line are made. The only place a [`ProxyError`] becomes a
+//! response.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Version};
+use hyper::body::Incoming;
+
+use super::access_log::AccessRecord;
+use super::body::ResponseBody;
+use super::headers::{X_REQUEST_ID, X_SWITCHYARD_VERSION};
+use super::Conn;
+use crate::endpoint::InFlight;
+use crate::error::{error_body, ProxyError};
+use crate::request_id::new_request_id;
+use crate::snapshot::{BackendRt, Snapshot};
+use crate::upstream::HeadTimer;
+
+/// What was decided for one request, for the response headers and the log.
+pub struct Exchange {
+    pub started: Instant,
+    /// The client's `X-Request-Id`, or a new one.
+    pub request_id: HeaderValue,
+    /// The client spoke HTTP/1.x.
+    http1: bool,
+    /// Built only with `access_log: true`.
+    record: Option<AccessRecord>,
+    pub route: Option<usize>,
+    pub backend: Option<Arc<BackendRt>>,
+    pub version: Option<usize>,
+    /// The endpoint that answers, counted in flight until the body ends.
+    pub endpoint: Option<InFlight>,
+    /// A new sticky client's cookie.
+    pub set_cookie: Option<HeaderValue>,
+    pub upstream_ms: Option<f64>,
+    /// The canary failed and stable answered instead.
+    pub retried: bool,
+    /// An upstream attempt was made (and counted in the metrics).
+    pub attempted: bool,
+    /// Times the wait for the response head; the connection's, lent.
+    pub timer: HeadTimer,
+}
+
+impl Exchange {
+    /// A request arrives: its id, and the access record when the log is on.
+    pub fn begin(snapshot: &Snapshot, conn: &Conn, req: &Request<Incoming>) -> Self {
+        let started = Instant::now();
+        let request_id = match req.headers().get(X_REQUEST_ID) {
+            Some(id) => id.clone(),
+            // One allocation that the upstream request and the response share
+            // (a copied slice would allocate again when first cloned).
+            None => HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(new_request_id()))
+                .unwrap_or(HeaderValue::from_static("-")),
+        };
+        let has_body = !http_body::Body::is_end_stream(req.body());
+        conn.state.body_done.store(!has_body, Ordering::Relaxed);
+        let record = snapshot
+            .config
+            .access_log
+            .then(|| AccessRecord::begin(req, &request_id, started));
+        Exchange {
+            started,
+            http1: req.version() <= Version::HTTP_11,
+            record,
+            route: None,
+            backend: None,
+            version: None,
+            endpoint: None,
+            set_cookie: None,
+            upstream_ms: None,
+            retried: false,
+            attempted: false,
+            timer: conn.lend_timer(),
+            request_id,
+        }
+    }
+
+    /// The answer the client gets: the upstream's, or the error's, with the
+    /// headers every answer carries and the guards its body holds.
+    pub fn finish(
+        &mut self,
+        snapshot: &Snapshot,
+        conn: &Conn,
+        forwarded: Result<Response<ResponseBody>, ProxyError>,
+    ) -> Response<ResponseBody> {
+        let mut response = forwarded.unwrap_or_else(|err| self.error_answer(conn, &err));
+        conn.return_timer(std::mem::take(&mut self.timer));
+        if !self.attempted {
+            // The gateway answered by itself: count it on the route, or as
+            // unrouted.
+            let metrics = self
+                .route
+                .map_or(&snapshot.unrouted, |r| &snapshot.routes[r].own);
+            let seconds = self.started.elapsed().as_secs_f64();
+            metrics.observe(response.status().as_u16(), seconds);
+        }
+        let headers = response.headers_mut();
+        if let (Some(backend), Some(v)) = (&self.backend, self.version) {
+            headers.insert(X_SWITCHYARD_VERSION, backend.versions[v].header.clone());
+        }
+        if let Some(cookie) = self.set_cookie.take() {
+            headers.append(header::SET_COOKIE, cookie);
+        }
+        let id = std::mem::replace(&mut self.request_id, HeaderValue::from_static("-"));
+        headers.insert(X_REQUEST_ID, id);
+        if let Some(mut record) = self.record.take() {
+            record.decided(
+                response.status(),
+                self.route.map(|r| snapshot.routes[r].name.as_str()),
+                self.backend.as_deref(),
+                self.version,
+                self.endpoint.as_ref().map(|e| e.0.address.as_str()),
+                self.upstream_ms,
+            );
+            record.retried = self.retried;
+            response.body_mut().set_finish(Box::new(record));
+        }
+        if let Some(in_flight) = self.endpoint.take() {
+            response.body_mut().set_in_flight(in_flight);
+        }
+        response.body_mut().set_conn(conn.state.clone());
+        response
+    }
+
+    /// The small text answer for `err`.
+    fn error_answer(&self, conn: &Conn, err: &ProxyError) -> Response<ResponseBody> {
+        let status = err.status();
+        if status.is_server_error() {
+            tracing::debug!(error = %err, request_id = ?self.request_id, "request failed");
+        }
+        let id = self.request_id.to_str().unwrap_or("-");
+        let text = error_body(status, &err.to_string(), id);
+        let mut response = Response::new(ResponseBody::full(text));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if self.http1 && !conn.state.body_done.load(Ordering::Relaxed) {
+            // The request body was not read: the connection cannot carry
+            // another request safely, so end it after this answer.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
