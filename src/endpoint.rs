@@ -7,8 +7,8 @@
 //! its connections; the pool sweep forgets them once no snapshot lists it.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use http::uri::Authority;
 
@@ -28,8 +28,8 @@ pub struct Endpoint {
     pub tls: Option<UpstreamTls>,
     /// Written by the health probes; read by every request.
     pub healthy: AtomicBool,
-    /// [`clock_ms`] until which outlier ejection keeps this endpoint out; 0
-    /// when not ejected.
+    /// The gateway clock's milliseconds (`Clock::now_ms`) until which outlier
+    /// ejection keeps this endpoint out; 0 when not ejected.
     pub ejected_until: AtomicU64,
     /// Times ejected so far (each ejection lasts longer).
     pub ejections: AtomicU32,
@@ -72,14 +72,15 @@ impl Endpoint {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    /// Healthy and not ejected: may take requests.
-    pub fn usable(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed) && !self.ejected()
+    /// Healthy and not ejected at `now_ms`: may take requests.
+    pub fn usable(&self, now_ms: u64) -> bool {
+        self.healthy.load(Ordering::Relaxed) && !self.ejected(now_ms)
     }
 
-    pub fn ejected(&self) -> bool {
+    /// Kept out by outlier ejection at `now_ms`.
+    pub fn ejected(&self, now_ms: u64) -> bool {
         let until = self.ejected_until.load(Ordering::Relaxed);
-        until != 0 && until > clock_ms()
+        until != 0 && until > now_ms
     }
 
     /// A request got an answer: the failure streak ends.
@@ -89,31 +90,26 @@ impl Endpoint {
         }
     }
 
-    /// A connect error, reset or timeout. Returns the ejection time when this
-    /// failure ejects the endpoint; `may_eject` says whether other endpoints
-    /// would still serve (the last ones are never ejected).
+    /// A connect error, reset or timeout at `now_ms`. Returns the ejection
+    /// time when this failure ejects the endpoint; `may_eject` says whether
+    /// other endpoints would still serve (the last ones are never ejected).
     pub fn record_failure(
         &self,
         outlier: &Outlier,
+        now_ms: u64,
         may_eject: impl FnOnce() -> bool,
     ) -> Option<Duration> {
         let streak = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if streak < outlier.consecutive_failures || self.ejected() || !may_eject() {
+        if streak < outlier.consecutive_failures || self.ejected(now_ms) || !may_eject() {
             return None;
         }
         self.consecutive_failures.store(0, Ordering::Relaxed);
         let times = self.ejections.fetch_add(1, Ordering::Relaxed) + 1;
         let duration = outlier.ejection_time * times.min(MAX_EJECTION_FACTOR);
         self.ejected_until
-            .store(clock_ms() + duration.as_millis() as u64, Ordering::Relaxed);
+            .store(now_ms + duration.as_millis() as u64, Ordering::Relaxed);
         Some(duration)
     }
-}
-
-/// Milliseconds since the process's clock origin (monotonic).
-pub fn clock_ms() -> u64 {
-    static ORIGIN: OnceLock<Instant> = OnceLock::new();
-    ORIGIN.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
 /// Counts a request in flight on an endpoint until dropped.
@@ -135,6 +131,8 @@ impl Drop for InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Clock;
+    use tokio::time::advance;
 
     fn endpoint() -> Endpoint {
         Endpoint::new("127.0.0.1:1", Duration::from_secs(1), None).expect("address")
@@ -145,43 +143,62 @@ mod tests {
         ejection_time: Duration::from_secs(10),
     };
 
-    #[test]
-    fn a_streak_of_failures_ejects_and_a_success_breaks_it() {
-        let e = endpoint();
-        assert_eq!(e.record_failure(&OUTLIER, || true), None);
-        assert_eq!(e.record_failure(&OUTLIER, || true), None);
+    #[tokio::test(start_paused = true)]
+    async fn a_streak_of_failures_ejects_for_the_ejection_time_and_a_success_breaks_it() {
+        let (e, clock) = (endpoint(), Clock::new());
+        let fail = || e.record_failure(&OUTLIER, clock.now_ms(), || true);
+        assert_eq!(fail(), None);
+        assert_eq!(fail(), None);
         e.record_success();
-        assert_eq!(e.record_failure(&OUTLIER, || true), None);
-        assert_eq!(e.record_failure(&OUTLIER, || true), None);
-        assert_eq!(
-            e.record_failure(&OUTLIER, || true),
-            Some(Duration::from_secs(10))
-        );
-        assert!(e.ejected() && !e.usable());
+        assert_eq!(fail(), None);
+        assert_eq!(fail(), None);
+        assert_eq!(fail(), Some(Duration::from_secs(10)));
+        assert!(e.ejected(clock.now_ms()) && !e.usable(clock.now_ms()));
+        advance(Duration::from_millis(9_999)).await;
+        assert!(e.ejected(clock.now_ms()), "still out just before 10 s");
+        advance(Duration::from_millis(1)).await;
+        assert!(e.usable(clock.now_ms()), "back after 10 s");
     }
 
-    #[test]
-    fn repeat_ejections_last_longer() {
-        let e = endpoint();
-        for _ in 0..3 {
-            e.record_failure(&OUTLIER, || true);
-        }
-        e.ejected_until.store(0, Ordering::Relaxed); // the first ejection ran out
+    #[tokio::test(start_paused = true)]
+    async fn repeat_ejections_last_longer() {
+        let (e, clock) = (endpoint(), Clock::new());
+        let fail = || e.record_failure(&OUTLIER, clock.now_ms(), || true);
         for _ in 0..2 {
-            e.record_failure(&OUTLIER, || true);
+            assert_eq!(fail(), None);
         }
-        assert_eq!(
-            e.record_failure(&OUTLIER, || true),
-            Some(Duration::from_secs(20))
-        );
+        assert_eq!(fail(), Some(Duration::from_secs(10)));
+        advance(Duration::from_secs(10)).await;
+        for _ in 0..2 {
+            assert_eq!(fail(), None);
+        }
+        assert_eq!(fail(), Some(Duration::from_secs(20)));
+        advance(Duration::from_secs(19)).await;
+        assert!(e.ejected(clock.now_ms()));
+        advance(Duration::from_secs(1)).await;
+        assert!(!e.ejected(clock.now_ms()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_while_ejected_do_not_extend_the_ejection() {
+        let (e, clock) = (endpoint(), Clock::new());
+        for _ in 0..3 {
+            e.record_failure(&OUTLIER, clock.now_ms(), || true);
+        }
+        advance(Duration::from_secs(5)).await;
+        for _ in 0..5 {
+            assert_eq!(e.record_failure(&OUTLIER, clock.now_ms(), || true), None);
+        }
+        advance(Duration::from_secs(5)).await;
+        assert!(!e.ejected(clock.now_ms()));
     }
 
     #[test]
     fn the_last_endpoint_is_never_ejected() {
-        let e = endpoint();
+        let (e, clock) = (endpoint(), Clock::new());
         for _ in 0..10 {
-            assert_eq!(e.record_failure(&OUTLIER, || false), None);
+            assert_eq!(e.record_failure(&OUTLIER, clock.now_ms(), || false), None);
         }
-        assert!(e.usable());
+        assert!(e.usable(clock.now_ms()));
     }
 }

@@ -1,5 +1,5 @@
 //! The state every part of the gateway shares, and nothing else: the routing
-//! snapshot handle, the metrics registry and the events log.
+//! snapshot handle, the metrics registry, the events log and the clock.
 //!
 //! This is the bottom of the crate's layering: the request path, the control
 //! plane and the admin API all read it; it imports none of them. The request
@@ -11,6 +11,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
+use crate::clock::Clock;
 use crate::events::Events;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
@@ -23,6 +24,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Last reload, config generation and recent events, for `/status`.
     pub events: Arc<Events>,
+    /// The one time source.
+    pub clock: Clock,
 }
 
 impl Shared {
@@ -32,6 +35,7 @@ impl Shared {
             snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
             metrics: Arc::new(metrics),
             events: Arc::new(Events::default()),
+            clock: Clock::new(),
         }
     }
 }

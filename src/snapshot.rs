@@ -100,8 +100,9 @@ pub struct VersionRt {
 }
 
 impl VersionRt {
-    pub fn has_usable(&self) -> bool {
-        self.endpoints.iter().any(|e| e.usable())
+    /// Whether some endpoint may take requests at `now_ms`.
+    pub fn has_usable(&self, now_ms: u64) -> bool {
+        self.endpoints.iter().any(|e| e.usable(now_ms))
     }
 
     /// Whether some endpoint passes its health checks, ejected or not.
@@ -123,31 +124,33 @@ impl VersionRt {
 
     /// The next usable endpoint after `failed`, in order, other than it;
     /// else the next healthy one, ejected or not.
-    pub fn pick_other(&self, failed: &Endpoint) -> Option<&Arc<Endpoint>> {
+    pub fn pick_other(&self, failed: &Endpoint, now_ms: u64) -> Option<&Arc<Endpoint>> {
         let n = self.endpoints.len();
         let at = self.endpoints.iter().position(|e| e.id == failed.id)?;
         let others = || (1..n).map(move |i| &self.endpoints[(at + i) % n]);
         others()
-            .find(|e| e.usable())
+            .find(|e| e.usable(now_ms))
             .or_else(|| others().find(|e| e.healthy()))
     }
 
-    /// Picks an endpoint by the backend's policy among the usable ones; when
-    /// there is none, a healthy one whatever its ejection.
-    pub fn pick(&self, policy: LoadBalancing) -> Option<&Arc<Endpoint>> {
-        self.pick_usable(policy).or_else(|| self.pick_ejected())
+    /// Picks an endpoint by the backend's policy among the usable ones at
+    /// `now_ms`; when there is none, a healthy one whatever its ejection.
+    pub fn pick(&self, policy: LoadBalancing, now_ms: u64) -> Option<&Arc<Endpoint>> {
+        self.pick_usable(policy, now_ms)
+            .or_else(|| self.pick_ejected())
     }
 
-    fn pick_usable(&self, policy: LoadBalancing) -> Option<&Arc<Endpoint>> {
+    fn pick_usable(&self, policy: LoadBalancing, now_ms: u64) -> Option<&Arc<Endpoint>> {
         let n = self.endpoints.len();
+        let usable = |e: &&Arc<Endpoint>| e.usable(now_ms);
         match (policy, n) {
             (_, 0) => None,
-            (_, 1) => self.endpoints.first().filter(|e| e.usable()),
+            (_, 1) => self.endpoints.first().filter(usable),
             (LoadBalancing::RoundRobin, _) => {
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
                 (0..n)
                     .map(|i| &self.endpoints[(start + i) % n])
-                    .find(|e| e.usable())
+                    .find(usable)
             }
             (LoadBalancing::LeastRequest, _) => {
                 // Power of two choices: two distinct random endpoints, the
@@ -156,15 +159,11 @@ impl VersionRt {
                 let b = (a + 1 + random_below(n as u32 - 1) as usize) % n;
                 let (ea, eb) = (&self.endpoints[a], &self.endpoints[b]);
                 let load = |e: &Arc<Endpoint>| e.in_flight.load(Ordering::Relaxed);
-                match (ea.usable(), eb.usable()) {
+                match (usable(&ea), usable(&eb)) {
                     (true, true) => Some(if load(eb) < load(ea) { eb } else { ea }),
                     (true, false) => Some(ea),
                     (false, true) => Some(eb),
-                    (false, false) => self
-                        .endpoints
-                        .iter()
-                        .filter(|e| e.usable())
-                        .min_by_key(|e| load(e)),
+                    (false, false) => self.endpoints.iter().filter(usable).min_by_key(|e| load(e)),
                 }
             }
         }
@@ -215,12 +214,13 @@ impl BackendRt {
         }
     }
 
-    /// Whether some endpoint other than `except` can take requests.
-    pub fn others_usable(&self, except: &Endpoint) -> bool {
+    /// Whether some endpoint other than `except` can take requests at
+    /// `now_ms`.
+    pub fn others_usable(&self, except: &Endpoint, now_ms: u64) -> bool {
         self.versions
             .iter()
             .flat_map(|v| &v.endpoints)
-            .any(|e| !std::ptr::eq(&**e, except) && e.usable())
+            .any(|e| !std::ptr::eq(&**e, except) && e.usable(now_ms))
     }
 
     fn build(
@@ -406,7 +406,6 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoint::clock_ms;
 
     fn version(n: usize) -> VersionRt {
         VersionRt {
@@ -425,9 +424,10 @@ mod tests {
         }
     }
 
+    const NOW: u64 = 1_000;
+
     fn eject(e: &Endpoint) {
-        e.ejected_until
-            .store(clock_ms() + 60_000, Ordering::Relaxed);
+        e.ejected_until.store(NOW + 60_000, Ordering::Relaxed);
     }
 
     #[test]
@@ -437,17 +437,17 @@ mod tests {
         v.endpoints[1].healthy.store(false, Ordering::Relaxed);
         for policy in [LoadBalancing::RoundRobin, LoadBalancing::LeastRequest] {
             for _ in 0..10 {
-                let picked = v.pick(policy).expect("a usable endpoint");
+                let picked = v.pick(policy, NOW).expect("a usable endpoint");
                 assert_eq!(picked.id, v.endpoints[2].id);
             }
         }
         // The only usable one ejected too: the healthy ejected ones serve.
         eject(&v.endpoints[2]);
-        assert!(!v.has_usable() && v.has_healthy());
+        assert!(!v.has_usable(NOW) && v.has_healthy());
         let mut seen = std::collections::HashSet::new();
         for _ in 0..10 {
             let picked = v
-                .pick(LoadBalancing::RoundRobin)
+                .pick(LoadBalancing::RoundRobin, NOW)
                 .expect("a healthy endpoint");
             assert!(picked.healthy());
             seen.insert(picked.id);
@@ -457,33 +457,33 @@ mod tests {
         for e in &v.endpoints {
             e.healthy.store(false, Ordering::Relaxed);
         }
-        assert!(v.pick(LoadBalancing::RoundRobin).is_none());
-        assert!(v.pick_other(&v.endpoints[0]).is_none());
+        assert!(v.pick(LoadBalancing::RoundRobin, NOW).is_none());
+        assert!(v.pick_other(&v.endpoints[0], NOW).is_none());
     }
 
     #[test]
     fn another_endpoint_is_the_next_usable_one_never_the_failed_one() {
         let v = version(3);
         assert_eq!(
-            v.pick_other(&v.endpoints[0]).map(|e| e.id),
+            v.pick_other(&v.endpoints[0], NOW).map(|e| e.id),
             Some(v.endpoints[1].id)
         );
         assert_eq!(
-            v.pick_other(&v.endpoints[2]).map(|e| e.id),
+            v.pick_other(&v.endpoints[2], NOW).map(|e| e.id),
             Some(v.endpoints[0].id)
         );
         eject(&v.endpoints[1]);
         assert_eq!(
-            v.pick_other(&v.endpoints[0]).map(|e| e.id),
+            v.pick_other(&v.endpoints[0], NOW).map(|e| e.id),
             Some(v.endpoints[2].id)
         );
         eject(&v.endpoints[2]);
         // Only ejected ones left besides the failed one: the next healthy.
         assert_eq!(
-            v.pick_other(&v.endpoints[0]).map(|e| e.id),
+            v.pick_other(&v.endpoints[0], NOW).map(|e| e.id),
             Some(v.endpoints[1].id)
         );
         let single = version(1);
-        assert!(single.pick_other(&single.endpoints[0]).is_none());
+        assert!(single.pick_other(&single.endpoints[0], NOW).is_none());
     }
 }

@@ -67,7 +67,7 @@ impl Window {
         self.span
     }
 
-    /// Records one finished request (`now_ms` on the process clock).
+    /// Records one finished request (`now_ms` on the gateway's clock).
     pub fn record(&self, now_ms: u64, latency: Duration, error: bool) {
         let period = now_ms / self.slice_ms;
         let slice = &self.slices[(period % self.slices.len() as u64) as usize];
@@ -147,17 +147,21 @@ fn p99_ms(histogram: &[u64; BUCKETS]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Clock;
+    use tokio::time::advance;
 
     const MS: Duration = Duration::from_millis(1);
+    const SECS: fn(u64) -> Duration = Duration::from_secs;
 
-    #[test]
-    fn counts_requests_errors_and_p99_within_the_window() {
-        let w = Window::new(Duration::from_secs(30));
+    #[tokio::test(start_paused = true)]
+    async fn counts_requests_errors_and_p99_within_the_window() {
+        let (w, clock) = (Window::new(SECS(30)), Clock::new());
         for i in 0..1000u64 {
             let latency = if i % 100 == 0 { 900 * MS } else { 4 * MS };
-            w.record(10_000 + i, latency, i % 10 == 0);
+            w.record(clock.now_ms(), latency, i % 10 == 0);
+            advance(MS).await;
         }
-        let f = w.figures(11_000, Duration::from_secs(30));
+        let f = w.figures(clock.now_ms(), SECS(30));
         assert_eq!(f.requests, 1000);
         assert_eq!(f.errors, 100);
         assert_eq!(
@@ -167,59 +171,77 @@ mod tests {
         );
     }
 
-    #[test]
-    fn slow_tail_moves_the_p99() {
-        let w = Window::new(Duration::from_secs(30));
+    #[tokio::test(start_paused = true)]
+    async fn slow_tail_moves_the_p99() {
+        let (w, clock) = (Window::new(SECS(30)), Clock::new());
         for i in 0..100u64 {
-            w.record(1_000, if i < 95 { 2 * MS } else { 1200 * MS }, false);
+            w.record(
+                clock.now_ms(),
+                if i < 95 { 2 * MS } else { 1200 * MS },
+                false,
+            );
         }
-        assert_eq!(
-            w.figures(1_000, Duration::from_secs(30)).p99_ms,
-            Some(1500.0)
-        );
+        assert_eq!(w.figures(clock.now_ms(), SECS(30)).p99_ms, Some(1500.0));
     }
 
-    #[test]
-    fn old_slices_fall_out_of_the_window() {
-        let w = Window::new(Duration::from_secs(10));
-        w.record(0, MS, true);
-        w.record(5_000, MS, false);
-        assert_eq!(w.figures(9_000, Duration::from_secs(10)).requests, 2);
-        let later = w.figures(12_000, Duration::from_secs(10));
+    #[tokio::test(start_paused = true)]
+    async fn old_slices_fall_out_of_the_window() {
+        let (w, clock) = (Window::new(SECS(10)), Clock::new());
+        w.record(clock.now_ms(), MS, true);
+        advance(SECS(5)).await;
+        w.record(clock.now_ms(), MS, false);
+        advance(SECS(4)).await;
+        assert_eq!(w.figures(clock.now_ms(), SECS(10)).requests, 2);
+        advance(SECS(3)).await;
+        let later = w.figures(clock.now_ms(), SECS(10));
         assert_eq!(
             (later.requests, later.errors),
             (1, 0),
-            "the request at 0 s left the window"
+            "the first request left the window"
         );
-        assert_eq!(
-            w.figures(30_000, Duration::from_secs(10)),
-            Figures::default()
-        );
+        advance(SECS(18)).await;
+        assert_eq!(w.figures(clock.now_ms(), SECS(10)), Figures::default());
     }
 
-    #[test]
-    fn a_recycled_slice_starts_from_zero() {
-        let w = Window::new(Duration::from_secs(10));
+    #[tokio::test(start_paused = true)]
+    async fn a_recycled_slice_starts_from_zero() {
+        let (w, clock) = (Window::new(SECS(10)), Clock::new());
         let len = w.slices.len() as u64;
-        w.record(0, MS, true);
-        w.record(len * 1000, MS, false); // same slot, a later period
-        let f = w.figures(len * 1000, Duration::from_secs(10));
+        w.record(clock.now_ms(), MS, true);
+        advance(SECS(len)).await; // same slot, a later period
+        w.record(clock.now_ms(), MS, false);
+        let f = w.figures(clock.now_ms(), SECS(10));
         assert_eq!((f.requests, f.errors), (1, 0));
     }
 
-    #[test]
-    fn long_windows_use_longer_slices() {
-        let w = Window::new(Duration::from_secs(600));
+    #[tokio::test(start_paused = true)]
+    async fn long_windows_use_longer_slices() {
+        let (w, clock) = (Window::new(SECS(600)), Clock::new());
         assert_eq!(w.slice_ms, 10_000);
-        for t in (0..600_000).step_by(1000) {
-            w.record(t, MS, false);
+        w.record(clock.now_ms(), MS, false);
+        for _ in 1..600 {
+            advance(SECS(1)).await;
+            w.record(clock.now_ms(), MS, false);
         }
-        assert_eq!(w.figures(599_999, Duration::from_secs(600)).requests, 600);
+        assert_eq!(w.figures(clock.now_ms(), SECS(600)).requests, 600);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clearing_forgets_everything_recorded() {
+        let (w, clock) = (Window::new(SECS(30)), Clock::new());
+        for _ in 0..5 {
+            w.record(clock.now_ms(), MS, true);
+            advance(SECS(1)).await;
+        }
+        w.clear();
+        assert_eq!(w.figures(clock.now_ms(), SECS(30)), Figures::default());
+        w.record(clock.now_ms(), MS, false);
+        assert_eq!(w.figures(clock.now_ms(), SECS(30)).requests, 1);
     }
 
     #[test]
     fn recording_from_many_threads_loses_nothing_within_a_slice() {
-        let w = std::sync::Arc::new(Window::new(Duration::from_secs(30)));
+        let w = std::sync::Arc::new(Window::new(SECS(30)));
         w.record(5_500, MS, false); // claims the period before the threads race
         let threads: Vec<_> = (0..4)
             .map(|_| {
@@ -235,6 +257,6 @@ mod tests {
             t.join().expect("thread");
         }
         // All in one pre-claimed period: no reset races.
-        assert_eq!(w.figures(5_500, Duration::from_secs(30)).requests, 40_001);
+        assert_eq!(w.figures(5_500, SECS(30)).requests, 40_001);
     }
 }

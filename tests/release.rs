@@ -451,7 +451,7 @@ async fn retry_on_stable_hides_a_failing_canary_from_clients() {
         .version_named("v2")
         .expect("v2")
         .window;
-    let figures = window.figures(switchyard::endpoint::clock_ms(), Duration::from_secs(30));
+    let figures = window.figures(gw.gateway.shared().clock.now_ms(), Duration::from_secs(30));
     assert_eq!(figures.errors, figures.requests);
     assert_eq!(figures.requests, v2.hits() as u64);
 }
@@ -490,7 +490,7 @@ async fn mirrored_copies_reach_the_canary_without_slowing_clients() {
         .window;
     let counted = poll_until(Duration::from_secs(3), || async {
         window
-            .figures(switchyard::endpoint::clock_ms(), Duration::from_secs(30))
+            .figures(gw.gateway.shared().clock.now_ms(), Duration::from_secs(30))
             .requests
             == 20
     })

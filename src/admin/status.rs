@@ -9,7 +9,6 @@ use serde_json::{json, Map, Value};
 
 use crate::config::{AnalysisSource, Release};
 use crate::control::engine::ReleaseState;
-use crate::endpoint::clock_ms;
 use crate::release::progress::Phase;
 use crate::shared::Shared;
 use crate::snapshot::{BackendRt, Shape};
@@ -59,7 +58,7 @@ fn role(backend: &BackendRt, index: usize) -> &'static str {
 /// The `/status` document.
 pub fn document(shared: &Shared, ready: bool, releases: &HashMap<String, ReleaseState>) -> Value {
     let snapshot = shared.snapshot.load_full();
-    let now = clock_ms();
+    let now = shared.clock.now_ms();
     let mut backends = Map::new();
     for backend in &snapshot.backends {
         let Some(config) = snapshot.config.backends.get(&backend.name) else {
@@ -85,7 +84,7 @@ pub fn document(shared: &Shared, ready: bool, releases: &HashMap<String, Release
                     "endpoints": v.endpoints.iter().map(|e| json!({
                         "address": e.address,
                         "healthy": e.healthy.load(Ordering::Relaxed),
-                        "ejected": e.ejected(),
+                        "ejected": e.ejected(now),
                         "in_flight": e.in_flight.load(Ordering::Relaxed),
                     })).collect::<Vec<_>>(),
                     "window": {
@@ -164,6 +163,7 @@ pub fn document(shared: &Shared, ready: bool, releases: &HashMap<String, Release
 /// Sets the state gauges (weight, phase, endpoint health) to what holds now;
 /// label sets of removed backends and endpoints disappear.
 pub fn refresh_gauges(shared: &Shared, releases: &HashMap<String, ReleaseState>) {
+    let now = shared.clock.now_ms();
     let snapshot = shared.snapshot.load_full();
     let m = &shared.metrics;
     m.canary_weight.reset();
@@ -188,7 +188,7 @@ pub fn refresh_gauges(shared: &Shared, releases: &HashMap<String, ReleaseState>)
             for e in &v.endpoints {
                 m.endpoint_healthy
                     .with_label_values(&[&backend.name, &v.name, &e.address])
-                    .set(i64::from(e.usable()));
+                    .set(i64::from(e.usable(now)));
             }
         }
     }

@@ -10,12 +10,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AnalysisSource, Release};
-use crate::endpoint::clock_ms;
 use crate::events::EventKind;
 use crate::release::bucket::threshold;
 use crate::release::progress::{self, Action, Change, Phase, Plan};
@@ -82,12 +80,6 @@ pub struct Engine {
     state_file: Option<PathBuf>,
 }
 
-fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 fn plan(c: &crate::config::Canary) -> Plan {
     Plan {
         weight: c.weight,
@@ -133,7 +125,7 @@ impl Engine {
         if snapshot.config.state_file != self.state_file {
             self.state_file = snapshot.config.state_file.clone();
         }
-        let now = wall_ms();
+        let now = shared.clock.wall_ms();
         let mut next = BTreeMap::new();
         for backend in &snapshot.backends {
             let Some(config) = snapshot.config.backends.get(&backend.name) else {
@@ -187,7 +179,7 @@ impl Engine {
     /// windows are judged at once; for the Prometheus source the queries to
     /// run are returned, and their verdicts come back through [`Engine::decide`].
     pub fn tick(&mut self, snapshot: &Snapshot, shared: &Shared) -> Vec<Query> {
-        let mono = clock_ms();
+        let mono = shared.clock.now_ms();
         let mut queries = Vec::new();
         for backend in &snapshot.backends {
             let Some(analysis) = &backend.analysis else {
@@ -264,7 +256,7 @@ impl Engine {
             return;
         };
         let Some(analysis) = &rt.analysis else { return };
-        let now = wall_ms();
+        let now = shared.clock.wall_ms();
         let change = match state {
             ReleaseState::Canary(s) => {
                 match snapshot.config.backends.get(backend).map(|b| &b.release) {
@@ -296,7 +288,7 @@ impl Engine {
             .releases
             .get_mut(backend)
             .ok_or_else(|| ActError::NoRelease(backend.into()))?;
-        let now = wall_ms();
+        let now = shared.clock.wall_ms();
         let change = match state {
             ReleaseState::Canary(s) => {
                 let Some(Release::Canary(c)) =

@@ -4,9 +4,10 @@
 //! Only built when `access_log: true`; the record is the one allocation the
 //! log adds to a request.
 
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use http::{HeaderValue, Method, Request, StatusCode};
+use tokio::time::Instant;
 
 use super::body::OnFinish;
 use crate::snapshot::BackendRt;

@@ -4,14 +4,16 @@
 //! stable of a failed canary request. Mirrors use the same attempt.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::request::Parts;
 use http::{Method, Request, Response};
+use tokio::time::Instant;
 
 use super::exchange::Exchange;
 use super::headers::{copy_head, prepare_target};
-use crate::endpoint::{clock_ms, Endpoint, InFlight};
+use crate::clock::Clock;
+use crate::endpoint::{Endpoint, InFlight};
 use crate::error::{ProxyError, UpstreamFailure};
 use crate::events::{EventKind, Events};
 use crate::metrics::VersionMetrics;
@@ -27,6 +29,7 @@ pub struct Target<'a> {
     pub body_limit: u64,
     /// Where an outlier ejection is reported.
     pub events: &'a Events,
+    pub clock: Clock,
 }
 
 /// What one attempt came to.
@@ -143,7 +146,7 @@ pub async fn once(
 ) -> Attempted {
     let backend = target.backend;
     let v = &backend.versions[version];
-    let Some(mut endpoint) = v.pick(backend.load_balancing) else {
+    let Some(mut endpoint) = v.pick(backend.load_balancing, target.clock.now_ms()) else {
         return Attempted {
             result: Err(ProxyError::NoHealthyEndpoint(backend.name.clone())),
             endpoint: None,
@@ -170,8 +173,9 @@ pub async fn once(
         };
         let elapsed = started.elapsed();
         record_outcome(target, v, endpoint, &result, elapsed, metrics);
+        let now = target.clock.now_ms();
         let next = match unsent {
-            Some(unsent) if !next_tried => v.pick_other(endpoint).map(|next| (next, unsent)),
+            Some(unsent) if !next_tried => v.pick_other(endpoint, now).map(|next| (next, unsent)),
             _ => None,
         };
         let Some((next, unsent)) = next else {
@@ -218,7 +222,7 @@ fn record_outcome(
             None => return,
         },
     };
-    version.window.record(clock_ms(), elapsed, error);
+    version.window.record(target.clock.now_ms(), elapsed, error);
     match result.as_ref().map_err(ProxyError::upstream_failure) {
         Ok(_) => endpoint.record_success(),
         Err(Some(UpstreamFailure::Connect | UpstreamFailure::Reset | UpstreamFailure::Timeout)) => {
@@ -231,7 +235,10 @@ fn record_outcome(
 /// One more failure in the endpoint's streak; reports an ejection.
 fn record_failure(target: &Target<'_>, version: &VersionRt, endpoint: &Endpoint) {
     let backend = target.backend;
-    let ejected = endpoint.record_failure(&backend.outlier, || backend.others_usable(endpoint));
+    let now = target.clock.now_ms();
+    let ejected = endpoint.record_failure(&backend.outlier, now, || {
+        backend.others_usable(endpoint, now)
+    });
     if let Some(duration) = ejected {
         let message = format!(
             "{} ({}) ejected for {}s after {} consecutive failures",

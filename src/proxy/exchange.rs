@@ -6,11 +6,11 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
+use tokio::time::Instant;
 
 use super::access_log::AccessRecord;
 use super::body::ResponseBody;

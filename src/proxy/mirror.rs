@@ -17,7 +17,7 @@ use http_body_util::BodyExt;
 
 use super::attempt::{self, Target};
 use super::headers::{copy_head, X_SWITCHYARD_MIRROR};
-use crate::events::Events;
+use super::Worker;
 use crate::metrics::VersionMetrics;
 use crate::snapshot::BackendRt;
 use crate::upstream::{HeadTimer, RequestBody};
@@ -28,11 +28,11 @@ pub const MAX_IN_FLIGHT: usize = 64;
 /// Copies `head` (a bodiless request) to `canary` in the background, unless
 /// the backend already has [`MAX_IN_FLIGHT`] copies in flight.
 pub fn spawn(
+    worker: &Worker,
     backend: &Arc<BackendRt>,
     canary: usize,
     head: &Parts,
     timeout: Duration,
-    events: &Arc<Events>,
     metrics: &VersionMetrics,
 ) {
     let Some(slot) = Slot::take(backend) else {
@@ -46,13 +46,14 @@ pub fn spawn(
     parts
         .headers
         .insert(X_SWITCHYARD_MIRROR, HeaderValue::from_static("1"));
-    let (events, metrics) = (Arc::clone(events), metrics.clone());
+    let (events, clock, metrics) = (Arc::clone(&worker.events), worker.clock, metrics.clone());
     tokio::spawn(async move {
         let target = Target {
             backend: &slot.0,
             timeout,
             body_limit: 0,
             events: &events,
+            clock,
         };
         let mut timer = HeadTimer::default();
         let body = RequestBody::empty();

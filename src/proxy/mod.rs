@@ -28,6 +28,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use prometheus::IntCounterVec;
 
+use crate::clock::Clock;
 use crate::config::Sticky;
 use crate::error::ProxyError;
 use crate::events::Events;
@@ -51,6 +52,7 @@ pub struct Worker {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     fallbacks: IntCounterVec,
     events: Arc<Events>,
+    pub clock: Clock,
 }
 
 impl Worker {
@@ -60,6 +62,7 @@ impl Worker {
             snapshot: Arc::clone(&shared.snapshot),
             fallbacks: shared.metrics.fallbacks.clone(),
             events: Arc::clone(&shared.events),
+            clock: shared.clock,
         }
     }
 }
@@ -152,14 +155,7 @@ async fn forward(
     );
     if let Some(canary) = plan.mirror_to {
         let metrics = &route.metrics[canary];
-        mirror::spawn(
-            &backend,
-            canary,
-            &parts,
-            route.timeout,
-            &worker.events,
-            metrics,
-        );
+        mirror::spawn(worker, &backend, canary, &parts, route.timeout, metrics);
     }
     let limit = snapshot.config.limits.max_body_bytes;
     let body = RequestBody::new(body, limit, conn.state.clone());
@@ -168,6 +164,7 @@ async fn forward(
         timeout: route.timeout,
         body_limit: limit,
         events: &worker.events,
+        clock: worker.clock,
     };
     let metrics = &route.metrics;
     let version = decision.version;
@@ -229,7 +226,8 @@ fn choose(
         roll: split_roll(),
     };
     let split = backend.split();
-    let decision = split::choose(&split, &inputs, |v| backend.versions[v].has_usable())
+    let now = worker.clock.now_ms();
+    let decision = split::choose(&split, &inputs, |v| backend.versions[v].has_usable(now))
         // Every healthy endpoint ejected: ejection yields (see `VersionRt::pick`).
         .or_else(|| split::choose(&split, &inputs, |v| backend.versions[v].has_healthy()))
         .ok_or_else(|| ProxyError::NoHealthyEndpoint(backend.name.clone()))?;

@@ -6,21 +6,16 @@
 //! request path or the upstream, so all of them can use it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::LazyLock;
-use std::time::Instant;
 
 use atomic_waker::AtomicWaker;
 
-static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
-
-/// `at` as milliseconds since the first call, never 0 (0 means "not idle").
-pub fn idle_stamp(at: Instant) -> u64 {
-    (at.saturating_duration_since(*EPOCH).as_millis() as u64).max(1)
-}
+use crate::clock::Clock;
 
 /// State shared between a connection's guard and the requests served on it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ConnState {
+    /// What `idle_since` and `last_head` are stamped with.
+    pub clock: Clock,
     /// Responses finished on this connection. Written by the response body
     /// when it is dropped; read by the guard to know the next head may start.
     pub completed: AtomicU64,
@@ -31,8 +26,8 @@ pub struct ConnState {
     /// Whether the current request's body has been read to its end. Set by
     /// the request path (HTTP/1 carries one request at a time).
     pub body_done: AtomicBool,
-    /// While the connection waits for a request: since when, in
-    /// [`idle_stamp`] milliseconds; 0 otherwise. Written by the guard and by
+    /// While the connection waits for a request: since when, in the clock's
+    /// milliseconds; 0 otherwise. Written by the guard and by
     /// the response body when it ends; read by the eviction registry.
     pub idle_since: AtomicU64,
     /// Set to ask an idle connection to close (to admit a new one).
@@ -43,12 +38,32 @@ pub struct ConnState {
     /// The guard parks the connection as soon as this response ends, so it
     /// wants to hear of it at once.
     pub wake_when_done: AtomicBool,
-    /// When the connection's last request head began, in [`idle_stamp`]
+    /// When the connection's last request head began, in the clock's
     /// milliseconds (0: none yet). Kept across parks.
     pub last_head: AtomicU64,
 }
 
 impl ConnState {
+    pub fn new(clock: Clock) -> Self {
+        ConnState {
+            clock,
+            completed: AtomicU64::new(0),
+            passthrough: AtomicBool::new(false),
+            body_done: AtomicBool::new(false),
+            idle_since: AtomicU64::new(0),
+            evict: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+            wake_when_done: AtomicBool::new(false),
+            last_head: AtomicU64::new(0),
+        }
+    }
+
+    /// Idle (waiting for a request) from now on.
+    pub fn mark_idle(&self) {
+        self.idle_since
+            .store(self.clock.now_ms(), Ordering::Relaxed);
+    }
+
     /// Ready for a new hyper connection on the same socket (after parking).
     pub fn reset(&self) {
         self.completed.store(0, Ordering::Relaxed);
@@ -66,8 +81,7 @@ impl ConnState {
             self.passthrough.store(true, Ordering::Relaxed);
         } else if !self.passthrough.load(Ordering::Relaxed) {
             // Idle from now on, as far as evicting at max_connections goes.
-            self.idle_since
-                .store(idle_stamp(Instant::now()), Ordering::Relaxed);
+            self.mark_idle();
         }
         self.completed.fetch_add(1, Ordering::Release);
         if self.wake_when_done.load(Ordering::Relaxed) {

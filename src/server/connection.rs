@@ -24,7 +24,7 @@ use hyper_util::server::graceful::GracefulConnection;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
-use super::conn::{idle_stamp, ConnState};
+use super::conn::ConnState;
 use super::evict::Registry;
 use super::guard::{GuardLimits, Guarded, ParkSlot, PARK_AFTER};
 use crate::config::Limits;
@@ -47,7 +47,7 @@ impl Connection {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let state = Arc::new(ConnState::default());
+        let state = Arc::new(ConnState::new(self.worker.clock));
         let conns = Arc::clone(&self.conns);
         let _registered = conns.register(Arc::clone(&state));
         let conn = Arc::new(Conn::new(self.peer, tls, Arc::clone(&state)));
@@ -56,9 +56,7 @@ impl Connection {
         if parks {
             // Idle (and evictable) until its first byte, which must come
             // within the head timeout.
-            state
-                .idle_since
-                .store(idle_stamp(std::time::Instant::now()), Ordering::Relaxed);
+            state.mark_idle();
             let limit = self
                 .limits
                 .header_read_timeout
@@ -77,7 +75,7 @@ impl Connection {
             conn.release_timer();
             // What is left of idle_timeout since the last response ended.
             let since = state.idle_since.load(Ordering::Relaxed);
-            let now = idle_stamp(std::time::Instant::now());
+            let now = state.clock.now_ms();
             let idle_for = Duration::from_millis(now.saturating_sub(since));
             let limit = self.limits.idle_timeout.saturating_sub(idle_for);
             if !wait_for_request(&mut self.drain, &mut io, &state, limit).await {

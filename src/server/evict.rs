@@ -107,7 +107,7 @@ mod tests {
     use super::*;
 
     fn idle(since: u64) -> Arc<ConnState> {
-        let state = Arc::new(ConnState::default());
+        let state = Arc::new(ConnState::new(crate::clock::Clock::new()));
         state.idle_since.store(since, Ordering::Relaxed);
         state
     }

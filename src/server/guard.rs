@@ -35,7 +35,7 @@ use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use super::conn::{idle_stamp, ConnState};
+use super::conn::ConnState;
 use super::head_scan::{HeadScan, Scan};
 use crate::error::error_body;
 use crate::request_id::new_request_id;
@@ -159,7 +159,7 @@ impl<T> Guarded<T> {
         } else {
             state
                 .idle_since
-                .store(idle_stamp(now.into_std()), Ordering::Relaxed);
+                .store(state.clock.ms_at(now), Ordering::Relaxed);
         }
         Guarded {
             inner: Some(inner),
@@ -418,9 +418,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Guarded<T> {
             self.limits.idle_timeout
         };
         self.deadline = Some(now + wait);
-        self.state
-            .idle_since
-            .store(idle_stamp(now.into_std()), Ordering::Relaxed);
+        let stamp = self.state.clock.ms_at(now);
+        self.state.idle_since.store(stamp, Ordering::Relaxed);
     }
 
     /// Idle or reading a head: every byte goes through the scanner.
@@ -472,7 +471,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Guarded<T> {
         let now = Instant::now();
         // A first request, or one long after the one before: most likely
         // nothing follows soon.
-        let stamp = idle_stamp(now.into_std());
+        let stamp = self.state.clock.ms_at(now);
         let last = self.state.last_head.swap(stamp, Ordering::Relaxed);
         self.park_now = self.park.is_some()
             && (last == 0 || stamp.saturating_sub(last) >= PARK_AFTER.as_millis() as u64);
