@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::runtime::{Builder, Runtime};
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -17,6 +18,7 @@ use tokio::sync::{watch, Semaphore};
 use crate::admin::Readiness;
 use crate::config::{self, Config, ConfigError};
 use crate::control::engine::{ActError, ReleaseState};
+use crate::control::state_file::Writer;
 use crate::control::watch::{self as config_watch, FileWatch};
 use crate::control::{Control, Handle, ReloadOutcome};
 use crate::events::ReloadRecord;
@@ -27,6 +29,9 @@ use crate::server::evict::Registry;
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 use crate::{admin, server};
+
+/// How long shutdown waits for the state file's last write.
+const STATE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -49,6 +54,8 @@ pub struct Gateway {
     readiness: Arc<Readiness>,
     /// Open client connections, for closing idle ones at `max_connections`.
     conns: Arc<Registry>,
+    /// Flushed at shutdown, so the last release state is on disk.
+    state_writer: Writer,
     listeners: Vec<(String, SocketAddr)>,
     admin: SocketAddr,
     stop: watch::Sender<bool>,
@@ -93,12 +100,7 @@ impl Gateway {
     /// Reads and validates `path`, then launches with the file behind it (so
     /// it can be watched and reloaded).
     fn launch_file(path: &Path, own_signals: bool) -> Result<Gateway, StartError> {
-        let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            file: name.clone(),
-            reason: e.to_string(),
-        })?;
-        let config = config::parse(&text, &name)?;
+        let (config, text) = config::load(path)?;
         Self::launch(config, Some((path.to_path_buf(), text)), own_signals)
     }
 
@@ -167,11 +169,13 @@ impl Gateway {
         // before the first request is served.
         let slots = Arc::new(Semaphore::new(config.limits.max_connections));
         let (path, text) = file.map_or((None, None), |(p, t)| (Some(p), Some(t)));
+        let state_writer = Writer::start().map_err(StartError::Runtime)?;
         let control_loop = Control::new(
             Arc::clone(&shared),
             path.clone(),
             text.as_deref(),
             Arc::clone(&slots),
+            state_writer.clone(),
         );
         let (control_handle, receiver) = Handle::channel();
         shared.events.set_last_reload(ReloadRecord {
@@ -226,6 +230,7 @@ impl Gateway {
             control_handle,
             readiness,
             conns,
+            state_writer,
             listeners,
             admin,
             stop,
@@ -327,6 +332,9 @@ impl Gateway {
         if let Some(control) = self.control.take() {
             // Admin connections hold nothing worth waiting for.
             control.shutdown_background();
+        }
+        if !self.state_writer.flush(STATE_FLUSH_TIMEOUT) {
+            tracing::warn!("the state file was not written within {STATE_FLUSH_TIMEOUT:?}");
         }
     }
 }

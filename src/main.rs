@@ -92,7 +92,7 @@ fn main() -> ExitCode {
 
 fn check(path: &Path) -> ExitCode {
     match config::load(path) {
-        Ok(config) => {
+        Ok((config, _)) => {
             println!("{}: ok: {}", path.display(), config.summary());
             ExitCode::SUCCESS
         }

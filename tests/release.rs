@@ -572,3 +572,86 @@ async fn blue_green_goes_back_to_the_previous_active_when_the_new_one_fails() {
     assert!(back, "traffic did not go back to blue");
     assert_eq!(state(&gateway).await.phase(), Phase::RolledBack);
 }
+
+/// A state-file write that never completes (its temp file is a FIFO no one
+/// reads) stalls the state writer only: `/readyz` answers, health probes go
+/// on, and operator actions are answered. Once the FIFO is read, the latest
+/// state reaches the file.
+#[tokio::test]
+async fn a_stalled_state_file_write_delays_neither_readiness_nor_probes() {
+    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state_file = dir.path().join("state.json");
+    let probe = "    health_check: { path: /health, interval: 100ms, timeout: 1s, healthy_threshold: 1, unhealthy_threshold: 3 }\n";
+    let yaml = format!(
+        "state_file: {}\n{}",
+        state_file.display(),
+        release(&v1, &v2, 10.0, "", "").replace("  app:\n", &format!("  app:\n{probe}"))
+    );
+    let gw = TestGateway::start(&yaml);
+    assert!(
+        poll_until(Duration::from_secs(5), || async { state_file.exists() }).await,
+        "the first state was not written"
+    );
+    let fifo = dir.path().join(".state.json.tmp");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo (coreutils)");
+    assert!(made.success(), "mkfifo failed");
+
+    // A release change: its write blocks opening the FIFO.
+    let bound = Duration::from_secs(2);
+    let paused = tokio::time::timeout(bound, gw.gateway.act("app", Action::Pause)).await;
+    assert!(
+        matches!(paused, Ok(Ok(_))),
+        "pause not answered: {paused:?}"
+    );
+    let client = Client::new();
+    let probes = || {
+        v1.requests()
+            .iter()
+            .filter(|r| r.path_and_query == "/health")
+            .count()
+    };
+    let before = probes();
+    for _ in 0..5 {
+        let ready = tokio::time::timeout(bound, client.get(&gw.admin_url("/readyz"))).await;
+        assert_eq!(ready.map(|r| r.status.as_u16()).ok(), Some(200), "/readyz");
+    }
+    assert!(
+        poll_until(bound, || async { probes() >= before + 3 }).await,
+        "probes stopped: {} then {}",
+        before,
+        probes()
+    );
+    let resumed = tokio::time::timeout(bound, gw.gateway.act("app", Action::Resume)).await;
+    assert!(
+        matches!(resumed, Ok(Ok(_))),
+        "resume not answered: {resumed:?}"
+    );
+    let on_disk = std::fs::read_to_string(&state_file).expect("state file");
+    assert!(!on_disk.contains("paused"), "the write was not stalled");
+
+    // A reader on the FIFO (held open read-write, so no open blocks on it
+    // again) lets the stalled write go on: it carried a release state.
+    let sink = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .expect("open the FIFO");
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = std::io::Read::read(&mut &sink, &mut buf)?;
+        Ok::<_, std::io::Error>((String::from_utf8_lossy(&buf[..n]).into_owned(), sink))
+    });
+    let (stalled, sink) = tokio::time::timeout(Duration::from_secs(5), reader)
+        .await
+        .expect("the writer wrote into the FIFO")
+        .expect("reader task")
+        .expect("read the FIFO");
+    assert!(stalled.contains("\"phase\""), "{stalled}");
+    // Stopped while the sink is open: the shutdown flush cannot stall.
+    drop(gw);
+    drop(sink);
+}

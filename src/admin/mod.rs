@@ -165,7 +165,7 @@ async fn answer(context: &Context, req: Request<Incoming>) -> Answer {
             let ready = context.readiness.is_ready();
             json_answer(StatusCode::OK, &status::document(shared, ready, &releases))
         }
-        ["admin", "reload"] if post => match authorize(shared, &req) {
+        ["admin", "reload"] if post => match authorize(shared, &req).await {
             Some(denied) => denied,
             None => match context.control.reload().await {
                 ReloadOutcome::Applied { generation } => json_answer(
@@ -181,7 +181,7 @@ async fn answer(context: &Context, req: Request<Incoming>) -> Answer {
                 ),
             },
         },
-        ["admin", "backends", name, action] if post => match authorize(shared, &req) {
+        ["admin", "backends", name, action] if post => match authorize(shared, &req).await {
             Some(denied) => denied,
             None => act(&context.control, name, action).await,
         },
@@ -227,11 +227,15 @@ async fn act(control: &Handle, backend: &str, action: &str) -> Answer {
 }
 
 /// Checks the bearer token when `admin.token_file` is set; `Some` is the
-/// refusal to send.
-fn authorize(shared: &Shared, req: &Request<Incoming>) -> Option<Answer> {
+/// refusal to send. The file is read (off the runtime) on every POST.
+async fn authorize(shared: &Shared, req: &Request<Incoming>) -> Option<Answer> {
     let path = shared.snapshot.load().config.admin.token_file.clone()?;
-    let expected = match std::fs::read_to_string(&path) {
-        Ok(token) if !token.trim().is_empty() => token.trim().to_string(),
+    let read = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || std::fs::read_to_string(path)).await
+    };
+    let expected = match read {
+        Ok(Ok(token)) if !token.trim().is_empty() => token.trim().to_string(),
         Ok(_) | Err(_) => {
             tracing::error!(path = %path.display(), "admin token file unreadable or empty: refusing POSTs");
             let error = json!({ "error": "admin token unavailable" });

@@ -23,14 +23,20 @@ pub fn parse(text: &str, name: &str) -> Result<Config, ConfigError> {
     validate::validate(file, cores).map_err(invalid)
 }
 
-/// Reads, parses and validates a config file.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
+/// Reads a config file's text: the one place the file is read (at start,
+/// by `check`, and on every reload).
+pub fn read(path: &Path) -> std::io::Result<String> {
+    std::fs::read_to_string(path)
+}
+
+/// Reads, parses and validates a config file; also returns its text.
+pub fn load(path: &Path) -> Result<(Config, String), ConfigError> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+    let text = read(path).map_err(|e| ConfigError::Read {
         file: name.clone(),
         reason: e.to_string(),
     })?;
-    parse(&text, &name)
+    Ok((parse(&text, &name)?, text))
 }
 
 /// A YAML or type error from the deserializer, as one positioned diagnostic.

@@ -8,11 +8,12 @@
 //! persists the state file.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
+use super::state_file::{self, Writer};
 use crate::config::{AnalysisSource, Release};
 use crate::events::EventKind;
 use crate::release::bucket::threshold;
@@ -45,11 +46,6 @@ impl ReleaseState {
     }
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct StateFile {
-    backends: BTreeMap<String, ReleaseState>,
-}
-
 /// A fleet-wide analysis to run against Prometheus (see `prometheus`).
 #[derive(Debug, Clone)]
 pub struct Query {
@@ -78,6 +74,7 @@ pub struct Engine {
     releases: BTreeMap<String, ReleaseState>,
     last_analysis: HashMap<String, u64>,
     state_file: Option<PathBuf>,
+    writer: Option<Writer>,
 }
 
 fn plan(c: &crate::config::Canary) -> Plan {
@@ -104,14 +101,20 @@ fn blue_green_identity(backend: &BackendRt) -> String {
 }
 
 impl Engine {
-    /// An engine for `state_file`, restoring what it holds. A missing file is
-    /// normal; an unreadable or corrupt one is reported and ignored.
-    pub fn new(state_file: Option<PathBuf>) -> Engine {
-        let releases = state_file.as_deref().map(restore).unwrap_or_default();
+    /// An engine for `state_file`, restoring what it holds (a missing file
+    /// is normal; an unreadable or corrupt one is reported and ignored), and
+    /// persisting every change through `writer`. Reads the file: call it
+    /// before the runtime serves, not on it.
+    pub fn new(state_file: Option<PathBuf>, writer: Option<Writer>) -> Engine {
+        let releases = state_file
+            .as_deref()
+            .map(state_file::restore)
+            .unwrap_or_default();
         Engine {
             releases,
             last_analysis: HashMap::new(),
             state_file,
+            writer,
         }
     }
 
@@ -318,13 +321,11 @@ impl Engine {
         Ok(change.message)
     }
 
+    /// Queues the release states for the state file (written off the
+    /// runtime, by the state writer's thread).
     fn persist(&self) {
-        let Some(path) = &self.state_file else { return };
-        let file = StateFile {
-            backends: self.releases.clone(),
-        };
-        if let Err(e) = write_atomically(path, &file) {
-            tracing::warn!(path = %path.display(), error = %e, "cannot write the state file");
+        if let (Some(path), Some(writer)) = (&self.state_file, &self.writer) {
+            writer.write(path, &self.releases);
         }
     }
 }
@@ -354,54 +355,4 @@ fn report(backend: &str, change: &Change, shared: &Shared) {
     shared
         .events
         .push(change.kind, Some(backend), change.message.clone());
-}
-
-fn restore(path: &Path) -> BTreeMap<String, ReleaseState> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            tracing::info!(path = %path.display(), "no state file yet: starting from the config");
-            return BTreeMap::new();
-        }
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "cannot read the state file: starting from the config");
-            return BTreeMap::new();
-        }
-    };
-    match serde_json::from_str::<StateFile>(&text) {
-        Ok(file) => {
-            tracing::info!(path = %path.display(), releases = file.backends.len(), "release state restored");
-            file.backends
-        }
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "corrupt state file ignored: starting from the config");
-            BTreeMap::new()
-        }
-    }
-}
-
-/// Temp file in the same directory, fsync, rename over, fsync the directory:
-/// a crash leaves the old file or the new one, never half of one.
-fn write_atomically(path: &Path, file: &StateFile) -> std::io::Result<()> {
-    use std::io::Write;
-    let text = serde_json::to_vec_pretty(file).map_err(std::io::Error::other)?;
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    {
-        let mut out = std::fs::File::create(&tmp)?;
-        out.write_all(&text)?;
-        out.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Ok(dir) = std::fs::File::open(&dir) {
-        let _ = dir.sync_all();
-    }
-    Ok(())
 }

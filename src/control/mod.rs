@@ -13,10 +13,11 @@ pub mod engine;
 pub mod handle;
 pub mod health;
 pub mod prometheus;
+pub mod state_file;
 pub mod watch;
 
 use std::hash::{Hash, Hasher};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -26,9 +27,11 @@ use crate::config::{self, Config, Release};
 use crate::events::{EventKind, ReloadRecord};
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
+use crate::tls::TlsMaterial;
 use engine::Engine;
 pub use handle::{Handle, ReloadOutcome, Trigger};
 use health::Probes;
+use state_file::Writer;
 
 /// How often the release engine looks whether an analysis is due.
 const ENGINE_TICK: std::time::Duration = std::time::Duration::from_millis(100);
@@ -67,10 +70,11 @@ impl Control {
         path: Option<PathBuf>,
         text: Option<&str>,
         slots: Arc<Semaphore>,
+        writer: Writer,
     ) -> Self {
         let snapshot = shared.snapshot.load_full();
         let config = &snapshot.config;
-        let mut engine = Engine::new(config.state_file.clone());
+        let mut engine = Engine::new(config.state_file.clone(), Some(writer));
         engine.reconcile(&snapshot, &shared);
         Control {
             path,
@@ -103,13 +107,13 @@ impl Control {
                 trigger = triggers.recv() => match trigger {
                     None => return,
                     Some(Trigger::FileChanged) => {
-                        self.reload(false);
+                        self.reload(false).await;
                     }
                     Some(Trigger::Signal) => {
-                        self.reload(true);
+                        self.reload(true).await;
                     }
                     Some(Trigger::Request(reply)) => {
-                        let _ = reply.send(self.reload(true));
+                        let _ = reply.send(self.reload(true).await);
                     }
                     Some(Trigger::Action { backend, action, reply }) => {
                         let snapshot = self.shared.snapshot.load_full();
@@ -150,53 +154,45 @@ impl Control {
     }
 
     /// Reads the file and applies it. `force` reloads even when the content
-    /// is unchanged (SIGHUP and the admin API re-read certificates too).
-    pub fn reload(&mut self, force: bool) -> ReloadOutcome {
+    /// is unchanged (SIGHUP and the admin API re-read certificates too). The
+    /// file and certificate reads run off the runtime.
+    pub async fn reload(&mut self, force: bool) -> ReloadOutcome {
         let Some(path) = self.path.clone() else {
             return ReloadOutcome::Failed(
                 "started without a config file: nothing to reload".into(),
             );
         };
-        let name = path.display().to_string();
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) => {
-                // Mid-swap (ConfigMap, rename-save) the file can vanish for a
-                // moment; the next event or the safety net retries.
-                if !force && e.kind() == std::io::ErrorKind::NotFound {
-                    return ReloadOutcome::Unchanged;
-                }
-                return self.refuse(format!("{name}: cannot read: {e}"));
+        let last_hash = self.last_hash;
+        let read = tokio::task::spawn_blocking(move || read(&path, last_hash, force)).await;
+        match read {
+            Ok(Read::Unchanged) => ReloadOutcome::Unchanged,
+            Ok(Read::Refused { error, hash }) => {
+                // Remembered even when invalid, so one bad save is reported once.
+                self.last_hash = hash.or(self.last_hash);
+                self.refuse(error)
             }
-        };
-        let hash = content_hash(&text);
-        if !force && self.last_hash == Some(hash) {
-            return ReloadOutcome::Unchanged;
-        }
-        // Remembered even when invalid, so one bad save is reported once.
-        self.last_hash = Some(hash);
-        let config = match config::parse(&text, &name) {
-            Ok(config) => config,
-            Err(e) => return self.refuse(e.to_string()),
-        };
-        // Certificates are re-read on every reload; a bad one refuses it all.
-        match crate::tls::load(&config) {
-            Ok(mut tls) => {
-                // A listener that serves TLS keeps serving TLS until a
-                // restart, even if the new config dropped its `tls` block.
-                let previous = self.shared.snapshot.load_full();
-                for listener in self.fixed.listeners.iter().filter(|l| l.tls.is_some()) {
-                    if !tls.listeners.contains_key(&listener.name) {
-                        if let Some(kept) = previous.tls.listeners.get(&listener.name) {
-                            tls.listeners
-                                .insert(listener.name.clone(), std::sync::Arc::clone(kept));
-                        }
-                    }
-                }
-                self.apply(config, tls)
+            Ok(Read::Ready { config, tls, hash }) => {
+                self.last_hash = Some(hash);
+                let tls = self.keep_tls_listeners(tls);
+                self.apply(*config, tls)
             }
-            Err(e) => self.refuse(format!("{name}: TLS: {e}")),
+            Err(e) => self.refuse(format!("the config reader failed: {e}")),
         }
+    }
+
+    /// A listener that serves TLS keeps serving TLS until a restart, even if
+    /// the new config dropped its `tls` block.
+    fn keep_tls_listeners(&self, mut tls: TlsMaterial) -> TlsMaterial {
+        let previous = self.shared.snapshot.load_full();
+        for listener in self.fixed.listeners.iter().filter(|l| l.tls.is_some()) {
+            if !tls.listeners.contains_key(&listener.name) {
+                if let Some(kept) = previous.tls.listeners.get(&listener.name) {
+                    tls.listeners
+                        .insert(listener.name.clone(), Arc::clone(kept));
+                }
+            }
+        }
+        tls
     }
 
     fn refuse(&mut self, error: String) -> ReloadOutcome {
@@ -215,7 +211,7 @@ impl Control {
         ReloadOutcome::Failed(error)
     }
 
-    fn apply(&mut self, config: Config, tls: crate::tls::TlsMaterial) -> ReloadOutcome {
+    fn apply(&mut self, config: Config, tls: TlsMaterial) -> ReloadOutcome {
         self.warn_fixed(&config);
         self.resize_slots(config.limits.max_connections);
         let previous = self.shared.snapshot.load_full();
@@ -294,6 +290,57 @@ impl Control {
             }
         }
         self.max_connections = wanted;
+    }
+}
+
+/// What reading the config file for a reload found.
+enum Read {
+    /// The content is what was loaded last (or the file is briefly gone).
+    Unchanged,
+    /// Unreadable or invalid; `hash` is the content's when it was read.
+    Refused { error: String, hash: Option<u64> },
+    /// A valid config and its certificates.
+    Ready {
+        config: Box<Config>,
+        tls: TlsMaterial,
+        hash: u64,
+    },
+}
+
+/// Reads, hashes, parses and validates the config file, and loads the
+/// certificates it names (re-read on every reload; a bad one refuses it
+/// all). Blocking: runs on a blocking thread.
+fn read(path: &Path, last_hash: Option<u64>, force: bool) -> Read {
+    let name = path.display().to_string();
+    let text = match config::read(path) {
+        Ok(text) => text,
+        // Mid-swap (ConfigMap, rename-save) the file can vanish for a
+        // moment; the next event or the safety net retries.
+        Err(e) if !force && e.kind() == std::io::ErrorKind::NotFound => return Read::Unchanged,
+        Err(e) => {
+            let error = format!("{name}: cannot read: {e}");
+            return Read::Refused { error, hash: None };
+        }
+    };
+    let hash = content_hash(&text);
+    if !force && last_hash == Some(hash) {
+        return Read::Unchanged;
+    }
+    let refused = |error: String| Read::Refused {
+        error,
+        hash: Some(hash),
+    };
+    let config = match config::parse(&text, &name) {
+        Ok(config) => config,
+        Err(e) => return refused(e.to_string()),
+    };
+    match crate::tls::load(&config) {
+        Ok(tls) => Read::Ready {
+            config: Box::new(config),
+            tls,
+            hash,
+        },
+        Err(e) => refused(format!("{name}: TLS: {e}")),
     }
 }
 
