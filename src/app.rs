@@ -176,7 +176,8 @@ impl Gateway {
             text.as_deref(),
             Arc::clone(&slots),
             state_writer.clone(),
-        );
+        )
+        .map_err(StartError::Tls)?;
         let (control_handle, receiver) = Handle::channel();
         shared.events.set_last_reload(ReloadRecord {
             success: true,

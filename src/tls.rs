@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -129,12 +129,51 @@ pub fn server_config(tls: &ListenerTls) -> Result<Arc<ServerConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
+/// The system's trusted roots, loaded once for the process (on first use,
+/// which is at start or on a blocking thread).
+pub fn native_roots() -> Arc<RootCertStore> {
+    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    let roots = ROOTS.get_or_init(|| {
+        let mut roots = RootCertStore::empty();
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        Arc::new(roots)
+    });
+    Arc::clone(roots)
+}
+
+/// The one builder of client configs: TLS 1.3 and 1.2 with the ring
+/// provider, trusting `roots`, no client certificate.
+pub fn client_config(roots: Arc<RootCertStore>) -> Result<ClientConfig, TlsError> {
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError {
+            path: String::new(),
+            reason: e.to_string(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+impl UpstreamTls {
+    /// TLS with the system's roots and the URL's host as the name (the
+    /// Prometheus source).
+    pub fn system() -> Result<UpstreamTls, TlsError> {
+        Ok(UpstreamTls {
+            config: Arc::new(client_config(native_roots())?),
+            server_name: None,
+            fingerprint: 0,
+        })
+    }
+}
+
 /// TLS to one version's endpoints: the CA file's roots, or the system's.
 pub fn upstream(tls: &config::UpstreamTls) -> Result<UpstreamTls, TlsError> {
-    let mut roots = RootCertStore::empty();
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    match &tls.ca_file {
+    let roots = match &tls.ca_file {
         Some(path) => {
+            let mut roots = RootCertStore::empty();
             let pem = std::fs::read(path).map_err(|e| fail(path, format!("cannot read: {e}")))?;
             pem.hash(&mut hasher);
             for cert in CertificateDer::pem_slice_iter(&pem) {
@@ -146,19 +185,19 @@ pub fn upstream(tls: &config::UpstreamTls) -> Result<UpstreamTls, TlsError> {
             if roots.is_empty() {
                 return Err(fail(path, "no CA certificate in the file"));
             }
+            Arc::new(roots)
         }
         None => {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
+            let roots = native_roots();
             if roots.is_empty() {
                 return Err(TlsError {
                     path: "system roots".into(),
                     reason: "no trusted roots found".into(),
                 });
             }
+            roots
         }
-    }
+    };
     let server_name = match &tls.server_name {
         Some(name) => {
             name.hash(&mut hasher);
@@ -169,16 +208,8 @@ pub fn upstream(tls: &config::UpstreamTls) -> Result<UpstreamTls, TlsError> {
         }
         None => None,
     };
-    let config = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| TlsError {
-            path: String::new(),
-            reason: e.to_string(),
-        })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
     Ok(UpstreamTls {
-        config: Arc::new(config),
+        config: Arc::new(client_config(roots)?),
         server_name,
         fingerprint: hasher.finish(),
     })

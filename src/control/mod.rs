@@ -27,7 +27,7 @@ use crate::config::{self, Config, Release};
 use crate::events::{EventKind, ReloadRecord};
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
-use crate::tls::TlsMaterial;
+use crate::tls::{TlsError, TlsMaterial};
 use engine::Engine;
 pub use handle::{Handle, ReloadOutcome, Trigger};
 use health::Probes;
@@ -71,16 +71,16 @@ impl Control {
         text: Option<&str>,
         slots: Arc<Semaphore>,
         writer: Writer,
-    ) -> Self {
+    ) -> Result<Self, TlsError> {
         let snapshot = shared.snapshot.load_full();
         let config = &snapshot.config;
         let mut engine = Engine::new(config.state_file.clone(), Some(writer));
         engine.reconcile(&snapshot, &shared);
-        Control {
+        Ok(Control {
             path,
             engine,
             probes: Probes::default(),
-            prometheus: prometheus::client(),
+            prometheus: prometheus::client()?,
             querying: Default::default(),
             last_hash: text.map(content_hash),
             generation: 1,
@@ -92,7 +92,7 @@ impl Control {
                 admin: config.admin.bind,
             },
             shared,
-        }
+        })
     }
 
     /// Serves triggers and runs the release engine until the channel closes.

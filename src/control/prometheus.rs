@@ -15,10 +15,11 @@ use http_body_util::{BodyExt, Empty};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::control::engine::Query;
 use crate::release::verdict::{judge, Figures, Verdict};
+use crate::tls::{TlsError, UpstreamTls};
+use crate::upstream::client::{self, Scheme};
 
 pub const DEFAULT_REQUESTS: &str = r#"sum(increase(switchyard_requests_total{backend="{backend}",version="{version}"}[{window}]))"#;
 pub const DEFAULT_ERROR_RATE: &str = r#"sum(rate(switchyard_requests_total{backend="{backend}",version="{version}",code="5xx"}[{window}])) / sum(rate(switchyard_requests_total{backend="{backend}",version="{version}"}[{window}]))"#;
@@ -30,27 +31,10 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 pub type PromClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
 /// A client for `http://` and `https://` Prometheus URLs (system roots).
-pub fn client() -> PromClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(QUERY_TIMEOUT));
-    connector.enforce_http(false);
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .expect("the ring provider supports TLS 1.2 and 1.3")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(connector);
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .build(https)
+/// Loads the system roots on first use: call it at start, not on a runtime.
+pub fn client() -> Result<PromClient, TlsError> {
+    let tls = UpstreamTls::system()?;
+    Ok(client::https(QUERY_TIMEOUT, &tls, Scheme::HttpOrHttps))
 }
 
 /// Fills the placeholders of a query.

@@ -1,6 +1,6 @@
 //! hyper-util's pooled client (`client::legacy`), plain or TLS: what TLS
-//! endpoints and health probes use (plain endpoints go through the workers'
-//! own pools, `pool`). One builder for all of them.
+//! endpoints, health probes and the Prometheus source use (plain endpoints
+//! go through the workers' own pools, `pool`). One builder for all of them.
 //!
 //! A TLS endpoint's clients are per worker thread, made on first use and
 //! kept in a thread-local map by endpoint id, so a worker's TLS connections
@@ -67,32 +67,61 @@ pub(super) fn sweep(alive: &dyn Fn(u64) -> bool) {
 
 /// A pooled client, plain or TLS (with the version's roots and name).
 pub fn build(connect_timeout: Duration, tls: Option<&UpstreamTls>) -> HttpClient {
+    match tls {
+        None => {
+            let mut connector = connector(connect_timeout);
+            connector.enforce_http(true);
+            HttpClient::Plain(builder().build(connector))
+        }
+        Some(tls) => HttpClient::Tls(https(connect_timeout, tls, Scheme::HttpsOnly)),
+    }
+}
+
+/// Which URL schemes an [`https`] client takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    HttpsOnly,
+    HttpOrHttps,
+}
+
+/// The one hyper-util client builder for TLS: `tls`'s config and name,
+/// HTTP/1.1, pooled like the upstream pools.
+pub fn https<B>(
+    connect_timeout: Duration,
+    tls: &UpstreamTls,
+    scheme: Scheme,
+) -> Client<HttpsConnector<HttpConnector>, B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
+    let mut connector = connector(connect_timeout);
+    connector.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config((*tls.config).clone());
+    let https = match scheme {
+        Scheme::HttpsOnly => https.https_only(),
+        Scheme::HttpOrHttps => https.https_or_http(),
+    };
+    let https = match &tls.server_name {
+        Some(name) => https.with_server_name_resolver(FixedServerNameResolver::new(name.clone())),
+        None => https,
+    };
+    builder().build(https.enable_http1().wrap_connector(connector))
+}
+
+fn connector(connect_timeout: Duration) -> HttpConnector {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(connect_timeout));
     connector.set_nodelay(true);
+    connector
+}
+
+fn builder() -> hyper_util::client::legacy::Builder {
     let mut builder = Client::builder(TokioExecutor::new());
     builder
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .pool_idle_timeout(pool::IDLE_TIMEOUT)
         .pool_max_idle_per_host(pool::MAX_IDLE_PER_ENDPOINT);
-    match tls {
-        None => {
-            connector.enforce_http(true);
-            HttpClient::Plain(builder.build(connector))
-        }
-        Some(tls) => {
-            connector.enforce_http(false);
-            let https = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config((*tls.config).clone())
-                .https_only();
-            let https = match &tls.server_name {
-                Some(name) => {
-                    https.with_server_name_resolver(FixedServerNameResolver::new(name.clone()))
-                }
-                None => https,
-            };
-            HttpClient::Tls(builder.build(https.enable_http1().wrap_connector(connector)))
-        }
-    }
+    builder
 }
