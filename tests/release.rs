@@ -269,7 +269,12 @@ async fn a_rolled_back_release_survives_restart_and_threshold_edits_but_not_new_
     {
         let gateway = Gateway::start_from_file(&path).expect("start");
         gateway.act("app", Action::Abort).await.expect("abort");
-        assert!(state_file.exists(), "state written on change");
+        // Written by the state writer's thread, off the runtime.
+        let written = poll_until(Duration::from_secs(2), || async {
+            std::fs::read_to_string(&state_file).is_ok_and(|t| t.contains("rolled_back"))
+        })
+        .await;
+        assert!(written, "state written on change");
     }
     // A restart restores the rollback: no traffic to the canary.
     let gateway = Gateway::start_from_file(&path).expect("restart");

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::state_file::{self, Writer};
 use crate::config::{AnalysisSource, Release};
 use crate::events::EventKind;
+use crate::release::blue_green::BlueGreen;
 use crate::release::bucket::threshold;
 use crate::release::progress::{self, Action, Change, Phase, Plan};
 use crate::release::verdict::{judge, Thresholds, Verdict};
@@ -27,7 +28,7 @@ use crate::snapshot::{BackendRt, Snapshot};
 #[serde(tag = "strategy", rename_all = "snake_case")]
 pub enum ReleaseState {
     Canary(progress::Canary),
-    BlueGreen(progress::BlueGreen),
+    BlueGreen(BlueGreen),
 }
 
 impl ReleaseState {
@@ -162,9 +163,7 @@ impl Engine {
                             }
                             ReleaseState::BlueGreen(s)
                         }
-                        _ => ReleaseState::BlueGreen(progress::BlueGreen::start(
-                            identity, &b.active, now,
-                        )),
+                        _ => ReleaseState::BlueGreen(BlueGreen::start(identity, &b.active, now)),
                     }
                 }
             };

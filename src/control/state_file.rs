@@ -13,13 +13,13 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::engine::ReleaseState;
-
+/// The file's shape: `backends`, a state per backend name.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct StateFile {
-    backends: BTreeMap<String, ReleaseState>,
+struct StateFile<B> {
+    backends: B,
 }
 
 enum Job {
@@ -48,10 +48,8 @@ impl Writer {
     }
 
     /// Queues `releases` to be written to `path`.
-    pub fn write(&self, path: &Path, releases: &BTreeMap<String, ReleaseState>) {
-        let file = StateFile {
-            backends: releases.clone(),
-        };
+    pub fn write<S: Serialize>(&self, path: &Path, releases: &BTreeMap<String, S>) {
+        let file = StateFile { backends: releases };
         match serde_json::to_vec_pretty(&file) {
             Ok(text) => {
                 let path = path.to_path_buf();
@@ -104,7 +102,7 @@ fn write(path: &Path, text: &[u8]) {
     }
 }
 
-pub fn restore(path: &Path) -> BTreeMap<String, ReleaseState> {
+pub fn restore<S: DeserializeOwned>(path: &Path) -> BTreeMap<String, S> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -116,7 +114,7 @@ pub fn restore(path: &Path) -> BTreeMap<String, ReleaseState> {
             return BTreeMap::new();
         }
     };
-    match serde_json::from_str::<StateFile>(&text) {
+    match serde_json::from_str::<StateFile<BTreeMap<String, S>>>(&text) {
         Ok(file) => {
             tracing::info!(path = %path.display(), releases = file.backends.len(), "release state restored");
             file.backends

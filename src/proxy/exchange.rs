@@ -14,8 +14,8 @@ use tokio::time::Instant;
 
 use super::access_log::AccessRecord;
 use super::body::ResponseBody;
+use super::context::Conn;
 use super::headers::{X_REQUEST_ID, X_SWITCHYARD_VERSION};
-use super::Conn;
 use crate::endpoint::InFlight;
 use crate::error::{error_body, ProxyError};
 use crate::request_id::new_request_id;

@@ -16,8 +16,8 @@ use http::HeaderValue;
 use http_body_util::BodyExt;
 
 use super::attempt::{self, Target};
+use super::context::Worker;
 use super::headers::{copy_head, X_SWITCHYARD_MIRROR};
-use super::Worker;
 use crate::metrics::VersionMetrics;
 use crate::snapshot::BackendRt;
 use crate::upstream::{HeadTimer, RequestBody};

@@ -11,103 +11,32 @@
 mod access_log;
 mod attempt;
 pub mod body;
+mod context;
 mod exchange;
 pub mod headers;
 mod mirror;
 mod tunnel;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
-use prometheus::IntCounterVec;
 
-use crate::clock::Clock;
 use crate::config::Sticky;
 use crate::error::ProxyError;
-use crate::events::Events;
 use crate::release::bucket::{bucket, cookie_value};
 use crate::release::split::{self, Decision, Inputs};
 use crate::request_id::{random_below, random_u64, split_roll};
-use crate::server::conn::ConnState;
-use crate::shared::Shared;
 use crate::snapshot::{BackendRt, RouteRt, Snapshot};
-use crate::upstream::{HeadTimer, RequestBody, UpstreamBody};
+use crate::upstream::{RequestBody, UpstreamBody};
 use attempt::{Plan, Target};
 use body::ResponseBody;
+pub use context::{Conn, Worker};
 use exchange::Exchange;
-
-/// What one worker thread's requests use of the shared state: the routing
-/// snapshot, the fallback counter and the events log (outlier ejections).
-pub struct Worker {
-    pub id: usize,
-    /// Loaded once per request; in-flight requests finish on the snapshot
-    /// they started with.
-    pub snapshot: Arc<ArcSwap<Snapshot>>,
-    fallbacks: IntCounterVec,
-    events: Arc<Events>,
-    pub clock: Clock,
-}
-
-impl Worker {
-    pub fn new(id: usize, shared: &Shared) -> Self {
-        Worker {
-            id,
-            snapshot: Arc::clone(&shared.snapshot),
-            fallbacks: shared.metrics.fallbacks.clone(),
-            events: Arc::clone(&shared.events),
-            clock: shared.clock,
-        }
-    }
-}
-
-/// What the request path needs to know about the client connection.
-pub struct Conn {
-    pub state: Arc<ConnState>,
-    pub peer: SocketAddr,
-    /// What the forwarded headers say about the client.
-    client: headers::Client,
-    /// Lent to one request at a time (HTTP/2's concurrent ones make their own).
-    head_timer: Mutex<HeadTimer>,
-}
-
-impl Conn {
-    pub fn new(peer: SocketAddr, tls: bool, state: Arc<ConnState>) -> Self {
-        let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
-            .unwrap_or(HeaderValue::from_static("unknown"));
-        Conn {
-            state,
-            peer,
-            client: headers::Client { peer_ip, tls },
-            head_timer: Mutex::default(),
-        }
-    }
-
-    fn lend_timer(&self) -> HeadTimer {
-        match self.head_timer.try_lock() {
-            Ok(mut timer) => std::mem::take(&mut *timer),
-            Err(_) => HeadTimer::default(),
-        }
-    }
-
-    fn return_timer(&self, timer: HeadTimer) {
-        if let Ok(mut slot) = self.head_timer.try_lock() {
-            *slot = timer;
-        }
-    }
-
-    /// Frees the timer while the connection is parked (busy connections,
-    /// which never park, are the ones that reuse it).
-    pub fn release_timer(&self) {
-        self.return_timer(HeadTimer::default());
-    }
-}
 
 /// Serves one request; never fails (errors become responses).
 pub async fn handle(

@@ -5,8 +5,10 @@
 //!   sticky bucket or a random roll, with fallback when a version is unusable.
 //! - `table`: the routing table compiled from the config: host + path → route.
 //! - `verdict`: a version's window figures against the analysis thresholds.
-//! - `progress`: the release state machine: phases, steps, rollback, actions.
+//! - `progress`: the canary state machine: phases, steps, rollback, actions.
+//! - `blue_green`: the blue/green state machine: switch, watch, go back.
 
+pub mod blue_green;
 pub mod bucket;
 pub mod progress;
 pub mod split;

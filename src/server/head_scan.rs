@@ -87,43 +87,13 @@ impl HeadScan {
             i += 1;
             match self.state {
                 LineState::RequestLine { empty } => {
-                    if let Some(matched) = self.preface {
-                        if matched < H2_PREFACE.len() && b == H2_PREFACE[matched] {
-                            self.preface = Some(matched + 1);
-                            if matched + 1 == H2_PREFACE.len() {
-                                return Scan::Http2;
-                            }
-                        } else {
-                            self.preface = None;
-                        }
-                    }
-                    match b {
-                        b'\n' if empty => {}
-                        b'\n' => self.state = LineState::LineStart,
-                        b'\r' => {}
-                        // Not a preface: nothing more to learn from this
-                        // line, so straight to its end.
-                        _ if self.preface.is_none() => {
-                            match chunk[i..].iter().position(|&c| c == b'\n') {
-                                Some(at) => {
-                                    i += at + 1;
-                                    self.state = LineState::LineStart;
-                                }
-                                None => {
-                                    i = chunk.len();
-                                    self.state = LineState::RequestLine { empty: false };
-                                }
-                            }
-                        }
-                        _ => self.state = LineState::RequestLine { empty: false },
+                    if self.request_line(b, empty, chunk, &mut i) {
+                        return Scan::Http2;
                     }
                 }
                 LineState::LineStart => match b {
                     b'\r' => self.state = LineState::LineStartCr,
-                    b'\n' => {
-                        self.bytes += i;
-                        return self.complete(max, i);
-                    }
+                    b'\n' => return self.complete(max, i),
                     _ => {
                         self.name_len = 0;
                         self.name_overflow = false;
@@ -133,7 +103,6 @@ impl HeadScan {
                 },
                 LineState::LineStartCr => {
                     if b == b'\n' {
-                        self.bytes += i;
                         return self.complete(max, i);
                     }
                     // A bare CR: hyper's parser rejects the head itself.
@@ -144,29 +113,7 @@ impl HeadScan {
                     b'\n' => self.state = LineState::LineStart,
                     _ => self.push_name(b),
                 },
-                LineState::LengthValue => match b {
-                    b'0'..=b'9' => {
-                        let digit = u64::from(b - b'0');
-                        self.value = match self
-                            .value
-                            .unwrap_or(0)
-                            .checked_mul(10)
-                            .and_then(|v| v.checked_add(digit))
-                        {
-                            Some(v) => Some(v),
-                            None => {
-                                self.value_invalid = true;
-                                None
-                            }
-                        };
-                    }
-                    b' ' | b'\t' | b'\r' => {}
-                    b'\n' => {
-                        self.end_length();
-                        self.state = LineState::LineStart;
-                    }
-                    _ => self.value_invalid = true,
-                },
+                LineState::LengthValue => self.length_value(b),
                 LineState::Skip => match chunk[i - 1..].iter().position(|&c| c == b'\n') {
                     Some(at) => {
                         i += at;
@@ -184,6 +131,63 @@ impl HeadScan {
             );
         }
         Scan::More
+    }
+
+    /// Byte `b` of the request line (at `chunk[*i - 1]`); true when the
+    /// HTTP/2 preface is complete. Once the line cannot be the preface,
+    /// nothing more is learnt from it: `*i` jumps to its end.
+    #[inline]
+    fn request_line(&mut self, b: u8, empty: bool, chunk: &[u8], i: &mut usize) -> bool {
+        if let Some(matched) = self.preface {
+            if matched < H2_PREFACE.len() && b == H2_PREFACE[matched] {
+                self.preface = Some(matched + 1);
+                if matched + 1 == H2_PREFACE.len() {
+                    return true;
+                }
+            } else {
+                self.preface = None;
+            }
+        }
+        match b {
+            b'\n' if empty => {}
+            b'\n' => self.state = LineState::LineStart,
+            b'\r' => {}
+            _ if self.preface.is_none() => match chunk[*i..].iter().position(|&c| c == b'\n') {
+                Some(at) => {
+                    *i += at + 1;
+                    self.state = LineState::LineStart;
+                }
+                None => {
+                    *i = chunk.len();
+                    self.state = LineState::RequestLine { empty: false };
+                }
+            },
+            _ => self.state = LineState::RequestLine { empty: false },
+        }
+        false
+    }
+
+    /// Byte `b` of a Content-Length value.
+    #[inline]
+    fn length_value(&mut self, b: u8) {
+        match b {
+            b'0'..=b'9' => {
+                let digit = u64::from(b - b'0');
+                let next = self
+                    .value
+                    .unwrap_or(0)
+                    .checked_mul(10)
+                    .and_then(|v| v.checked_add(digit));
+                self.value_invalid |= next.is_none();
+                self.value = next;
+            }
+            b' ' | b'\t' | b'\r' => {}
+            b'\n' => {
+                self.end_length();
+                self.state = LineState::LineStart;
+            }
+            _ => self.value_invalid = true,
+        }
     }
 
     fn push_name(&mut self, b: u8) {
@@ -230,7 +234,9 @@ impl HeadScan {
             && (self.lengths == 0 || (self.first_length == Some(0) && !self.conflict))
     }
 
-    fn complete(&self, max: usize, consumed: usize) -> Scan {
+    /// The head ended after `consumed` bytes of this chunk.
+    fn complete(&mut self, max: usize, consumed: usize) -> Scan {
+        self.bytes += consumed;
         if self.bytes > max {
             Scan::Reject(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,

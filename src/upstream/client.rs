@@ -17,8 +17,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::body::RequestBody;
 use super::pool::{self, IdMap};
+use super::request_body::RequestBody;
 use crate::endpoint::Endpoint;
 use crate::tls::UpstreamTls;
 

@@ -11,10 +11,11 @@
 //! Below it: the snapshot's endpoints, the TLS material and the error type.
 //! It knows nothing of routes, versions or releases.
 
-mod body;
 pub mod client;
 mod connect;
 pub mod pool;
+mod request_body;
+mod response_body;
 mod timer;
 
 use std::error::Error as StdError;
@@ -23,9 +24,10 @@ use std::time::Duration;
 
 use http::{Request, Response};
 
-pub use body::{BodyTooLarge, RequestBody, UpstreamBody};
 pub use client::HttpClient;
 use pool::Pooled;
+pub use request_body::{BodyTooLarge, RequestBody};
+pub use response_body::UpstreamBody;
 pub use timer::HeadTimer;
 
 use crate::endpoint::Endpoint;

@@ -5,7 +5,7 @@
 //! thread-local: no lock, no atomic, and a connection is only ever used by the
 //! runtime that drives it. A handle is checked out for one exchange and
 //! checked back in when the response body has been read to its end (see
-//! `body::UpstreamBody`); a response dropped early drops its connection.
+//! `response_body::UpstreamBody`); a response dropped early drops its connection.
 //! Idle handles are evicted after [`IDLE_TIMEOUT`], when their connection
 //! closes, or beyond [`MAX_IDLE_PER_ENDPOINT`]; a sweep every
 //! [`SWEEP_INTERVAL`] also forgets endpoints a reload removed.
@@ -18,7 +18,7 @@ use std::time::Duration;
 use hyper::client::conn::http1::SendRequest;
 use tokio::time::Instant;
 
-use super::body::RequestBody;
+use super::request_body::RequestBody;
 
 /// Idle upstream connections are closed after this long.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);

@@ -1,12 +1,6 @@
-//! The bodies of one upstream exchange. Both stream frame by frame; nothing
-//! here ever holds a whole body.
-//!
-//! - [`RequestBody`]: the client's body on its way upstream, cut off with an
-//!   error past `max_body_bytes`; it tells the client connection's state when
-//!   the body has been read to its end.
-//! - [`UpstreamBody`]: the upstream's response body; when it has been read to
-//!   its end, its connection goes back to the worker's pool (any other
-//!   connection is closed by dropping it).
+//! [`RequestBody`]: the client's body on its way upstream, streamed frame
+//! by frame and cut off with an error past `max_body_bytes`; it tells the
+//! client connection's state when the body has been read to its end.
 
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -17,7 +11,6 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use super::pool::{self, Pooled};
 use crate::server::conn::ConnState;
 
 /// The error a [`RequestBody`] yields when the client sends too much.
@@ -115,66 +108,5 @@ impl Body for RequestBody {
         self.inner
             .as_ref()
             .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
-    }
-}
-
-/// An upstream response body. Its pooled connection, if any, goes back to
-/// the worker's pool once the body has been read to its end.
-pub struct UpstreamBody {
-    inner: Incoming,
-    /// The connection this body comes from.
-    pooled: Option<Pooled>,
-    ended: bool,
-}
-
-impl UpstreamBody {
-    pub(super) fn new(inner: Incoming, pooled: Option<Pooled>) -> Self {
-        UpstreamBody {
-            inner,
-            pooled,
-            ended: false,
-        }
-    }
-
-    /// The connection carries something else from now on (a 101 upgrade):
-    /// it never goes back to the pool.
-    pub fn forget_connection(&mut self) {
-        self.pooled = None;
-    }
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            self.ended = true;
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        if let Some(pooled) = self.pooled.take() {
-            // Only a connection whose response was read to its end can carry
-            // the next request.
-            if self.ended || self.inner.is_end_stream() {
-                pool::checkin(pooled);
-            }
-        }
     }
 }
