@@ -4,38 +4,42 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the YAML file (`file`), its validation with positioned
-//!   errors (`validate`), the validated model, and reload triggers (`watch`:
-//!   directory watch, SIGHUP, safety-net timer).
-//! - [`release`]: pure release logic — sticky buckets, the version split, the
-//!   routing table. No I/O, no clock.
-//! - [`snapshot`]: one config generation compiled for the request path:
-//!   routes, backends, versions, endpoints with their live state, clients.
-//! - [`app`]: starts workers, admin and signals; owns shutdown.
-//! - [`demo`]: `switchyard demo`: demo backends, built-in config, load, story.
-//! - [`control`]: the only writer of the snapshot: reloads, validated whole,
-//!   swapped atomically with live state carried over.
-//! - [`events`]: last reload outcome and recent events, for `/status`.
-//! - [`engine`]: each backend's release state driven by the analysis:
-//!   steps, rollbacks, operator actions, the state file.
-//! - [`health`]: active probe loops, one per endpoint, following reloads.
-//! - [`prometheus`]: the fleet-wide analysis source (PromQL over HTTP).
+//! Layers, top to bottom; a module uses what is below it, never what is
+//! above (`scripts/check-layers.py` checks the `use` graph is a DAG).
+//!
+//! ```text
+//! shell      app, demo (and the binary's main): wiring, shutdown, the demo
+//! control    control/  the only writer of the snapshot: the loop (mod),
+//!                      handle (request/reply), watch, engine, state_file,
+//!                      health (probes), prometheus (fleet-wide source)
+//!            admin/    the admin listener (mod), status, dashboard.html
+//! data path  server/   bind, admit, accept (mod), connection (serving one,
+//!                      parking), guard (I/O), head_scan (pure), conn
+//!                      (per-connection state), evict
+//!            proxy/    handle = route -> choose -> attempt -> answer (mod),
+//!                      context, headers (pure), attempt, mirror, tunnel,
+//!                      exchange, body, access_log
+//!            upstream/ exchange (mod), connect, pool, client (hyper-util,
+//!                      TLS), request_body, response_body (pool hand-back),
+//!                      timer
+//! core       shared (snapshot handle, metrics, events, clock), snapshot,
+//!            endpoint, metrics, events, clock, stats, tls, error, request_id
+//! pure       config/ (file -> validate -> model), release/ (buckets, split,
+//!            route table, verdicts, canary and blue/green state machines)
+//! ```
+//!
+//! - [`app`]: starts workers, the control loop, admin and signals; owns
+//!   shutdown. [`demo`]: `switchyard demo`.
+//! - [`control`]: reloads (validated whole, swapped atomically with live
+//!   state carried over), the release engine, probes, triggers.
+//! - [`admin`]: probes, metrics, `/status`, the dashboard, actions.
 //! - [`server`]: listeners (one `SO_REUSEPORT` socket per worker), HTTP/1.1 +
-//!   h2c serving, and the connection [`server::guard`] (timeouts, head limits,
-//!   framing checks).
+//!   h2c serving, the connection guard (timeouts, head limits, framing).
 //! - [`proxy`]: the request path, from route to response.
-//! - [`stats`]: per-version sliding windows (requests, errors, latency).
-//! - [`endpoint`]: one upstream address: clients, health, ejection, in-flight.
-//! - [`pool`]: each worker's idle upstream HTTP/1.1 connections (thread-local).
-//! - [`upstream`]: pooled HTTP/1.1 clients (plain or TLS) and error mapping.
-//! - [`tls`]: rustls configs: SNI certificate choice, ALPN, upstream roots.
-//! - [`body`]: streaming request and response bodies.
-//! - [`error`]: `ProxyError` and its one status mapping.
-//! - [`access_log`]: one line per request.
-//! - [`metrics`]: the Prometheus registry and every metric (SPEC §7).
-//! - [`admin`]: the admin listener: probes, metrics, status, dashboard, actions.
-//! - [`status`]: the `/status` document and the state gauges.
-//! - [`request_id`]: request ids and the per-thread random generator.
+//! - [`upstream`]: connections to endpoints: pooled HTTP/1.1, TLS, errors.
+//! - [`shared`], [`snapshot`], [`endpoint`], [`metrics`], [`events`],
+//!   [`clock`], [`stats`], [`tls`], [`error`], [`request_id`]: the core.
+//! - [`config`], [`release`]: no I/O on the request path, no clock reads.
 #![forbid(unsafe_code)]
 
 pub mod admin;

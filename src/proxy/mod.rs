@@ -1,7 +1,7 @@
 //! The request path: route → choose → attempt (with retry) → answer.
 //!
-//! [`handle`] serves one request and never fails: [`forward`] does the work,
-//! and the [`Exchange`] it fills in turns the outcome — the upstream's
+//! [`handle`] serves one request and never fails: `forward` does the work,
+//! and the `Exchange` it fills in turns the outcome — the upstream's
 //! answer or a [`ProxyError`] — into the response, its headers, metrics and
 //! access log line. The parts: `headers` (pure header rules), `attempt` (one
 //! try on one version, the retry on stable), `mirror` (bounded copies to the
