@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use http::uri::Authority;
 
+use crate::clock::Clock;
 use crate::config::Outlier;
 use crate::tls::UpstreamTls;
 
@@ -72,15 +73,16 @@ impl Endpoint {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    /// Healthy and not ejected at `now_ms`: may take requests.
-    pub fn usable(&self, now_ms: u64) -> bool {
-        self.healthy.load(Ordering::Relaxed) && !self.ejected(now_ms)
+    /// Healthy and not ejected now: may take requests.
+    pub fn usable(&self, clock: &Clock) -> bool {
+        self.healthy.load(Ordering::Relaxed) && !self.ejected(clock)
     }
 
-    /// Kept out by outlier ejection at `now_ms`.
-    pub fn ejected(&self, now_ms: u64) -> bool {
+    /// Kept out by outlier ejection now. The clock is read only for an
+    /// endpoint that was ejected (almost never on the request path).
+    pub fn ejected(&self, clock: &Clock) -> bool {
         let until = self.ejected_until.load(Ordering::Relaxed);
-        until != 0 && until > now_ms
+        until != 0 && until > clock.now_ms()
     }
 
     /// A request got an answer: the failure streak ends.
@@ -90,24 +92,26 @@ impl Endpoint {
         }
     }
 
-    /// A connect error, reset or timeout at `now_ms`. Returns the ejection
-    /// time when this failure ejects the endpoint; `may_eject` says whether
-    /// other endpoints would still serve (the last ones are never ejected).
+    /// A connect error, reset or timeout now. Returns the ejection time when
+    /// this failure ejects the endpoint; `may_eject` says whether other
+    /// endpoints would still serve (the last ones are never ejected).
     pub fn record_failure(
         &self,
         outlier: &Outlier,
-        now_ms: u64,
+        clock: &Clock,
         may_eject: impl FnOnce() -> bool,
     ) -> Option<Duration> {
         let streak = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if streak < outlier.consecutive_failures || self.ejected(now_ms) || !may_eject() {
+        if streak < outlier.consecutive_failures || self.ejected(clock) || !may_eject() {
             return None;
         }
         self.consecutive_failures.store(0, Ordering::Relaxed);
         let times = self.ejections.fetch_add(1, Ordering::Relaxed) + 1;
         let duration = outlier.ejection_time * times.min(MAX_EJECTION_FACTOR);
-        self.ejected_until
-            .store(now_ms + duration.as_millis() as u64, Ordering::Relaxed);
+        self.ejected_until.store(
+            clock.now_ms() + duration.as_millis() as u64,
+            Ordering::Relaxed,
+        );
         Some(duration)
     }
 }
@@ -131,7 +135,6 @@ impl Drop for InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Clock;
     use tokio::time::advance;
 
     fn endpoint() -> Endpoint {
@@ -146,24 +149,24 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_streak_of_failures_ejects_for_the_ejection_time_and_a_success_breaks_it() {
         let (e, clock) = (endpoint(), Clock::new());
-        let fail = || e.record_failure(&OUTLIER, clock.now_ms(), || true);
+        let fail = || e.record_failure(&OUTLIER, &clock, || true);
         assert_eq!(fail(), None);
         assert_eq!(fail(), None);
         e.record_success();
         assert_eq!(fail(), None);
         assert_eq!(fail(), None);
         assert_eq!(fail(), Some(Duration::from_secs(10)));
-        assert!(e.ejected(clock.now_ms()) && !e.usable(clock.now_ms()));
+        assert!(e.ejected(&clock) && !e.usable(&clock));
         advance(Duration::from_millis(9_999)).await;
-        assert!(e.ejected(clock.now_ms()), "still out just before 10 s");
+        assert!(e.ejected(&clock), "still out just before 10 s");
         advance(Duration::from_millis(1)).await;
-        assert!(e.usable(clock.now_ms()), "back after 10 s");
+        assert!(e.usable(&clock), "back after 10 s");
     }
 
     #[tokio::test(start_paused = true)]
     async fn repeat_ejections_last_longer() {
         let (e, clock) = (endpoint(), Clock::new());
-        let fail = || e.record_failure(&OUTLIER, clock.now_ms(), || true);
+        let fail = || e.record_failure(&OUTLIER, &clock, || true);
         for _ in 0..2 {
             assert_eq!(fail(), None);
         }
@@ -174,31 +177,31 @@ mod tests {
         }
         assert_eq!(fail(), Some(Duration::from_secs(20)));
         advance(Duration::from_secs(19)).await;
-        assert!(e.ejected(clock.now_ms()));
+        assert!(e.ejected(&clock));
         advance(Duration::from_secs(1)).await;
-        assert!(!e.ejected(clock.now_ms()));
+        assert!(!e.ejected(&clock));
     }
 
     #[tokio::test(start_paused = true)]
     async fn failures_while_ejected_do_not_extend_the_ejection() {
         let (e, clock) = (endpoint(), Clock::new());
         for _ in 0..3 {
-            e.record_failure(&OUTLIER, clock.now_ms(), || true);
+            e.record_failure(&OUTLIER, &clock, || true);
         }
         advance(Duration::from_secs(5)).await;
         for _ in 0..5 {
-            assert_eq!(e.record_failure(&OUTLIER, clock.now_ms(), || true), None);
+            assert_eq!(e.record_failure(&OUTLIER, &clock, || true), None);
         }
         advance(Duration::from_secs(5)).await;
-        assert!(!e.ejected(clock.now_ms()));
+        assert!(!e.ejected(&clock));
     }
 
     #[test]
     fn the_last_endpoint_is_never_ejected() {
         let (e, clock) = (endpoint(), Clock::new());
         for _ in 0..10 {
-            assert_eq!(e.record_failure(&OUTLIER, clock.now_ms(), || false), None);
+            assert_eq!(e.record_failure(&OUTLIER, &clock, || false), None);
         }
-        assert!(e.usable(clock.now_ms()));
+        assert!(e.usable(&clock));
     }
 }

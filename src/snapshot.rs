@@ -16,6 +16,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 use prometheus::IntCounter;
 
+use crate::clock::Clock;
 use crate::config::{self, Analysis, Config, LoadBalancing, Outlier, Release, Sticky};
 use crate::endpoint::Endpoint;
 use crate::metrics::{Metrics, VersionMetrics};
@@ -100,9 +101,9 @@ pub struct VersionRt {
 }
 
 impl VersionRt {
-    /// Whether some endpoint may take requests at `now_ms`.
-    pub fn has_usable(&self, now_ms: u64) -> bool {
-        self.endpoints.iter().any(|e| e.usable(now_ms))
+    /// Whether some endpoint may take requests now.
+    pub fn has_usable(&self, clock: &Clock) -> bool {
+        self.endpoints.iter().any(|e| e.usable(clock))
     }
 
     /// Whether some endpoint passes its health checks, ejected or not.
@@ -124,25 +125,25 @@ impl VersionRt {
 
     /// The next usable endpoint after `failed`, in order, other than it;
     /// else the next healthy one, ejected or not.
-    pub fn pick_other(&self, failed: &Endpoint, now_ms: u64) -> Option<&Arc<Endpoint>> {
+    pub fn pick_other(&self, failed: &Endpoint, clock: &Clock) -> Option<&Arc<Endpoint>> {
         let n = self.endpoints.len();
         let at = self.endpoints.iter().position(|e| e.id == failed.id)?;
         let others = || (1..n).map(move |i| &self.endpoints[(at + i) % n]);
         others()
-            .find(|e| e.usable(now_ms))
+            .find(|e| e.usable(clock))
             .or_else(|| others().find(|e| e.healthy()))
     }
 
-    /// Picks an endpoint by the backend's policy among the usable ones at
-    /// `now_ms`; when there is none, a healthy one whatever its ejection.
-    pub fn pick(&self, policy: LoadBalancing, now_ms: u64) -> Option<&Arc<Endpoint>> {
-        self.pick_usable(policy, now_ms)
+    /// Picks an endpoint by the backend's policy among the usable ones now;
+    /// when there is none, a healthy one whatever its ejection.
+    pub fn pick(&self, policy: LoadBalancing, clock: &Clock) -> Option<&Arc<Endpoint>> {
+        self.pick_usable(policy, clock)
             .or_else(|| self.pick_ejected())
     }
 
-    fn pick_usable(&self, policy: LoadBalancing, now_ms: u64) -> Option<&Arc<Endpoint>> {
+    fn pick_usable(&self, policy: LoadBalancing, clock: &Clock) -> Option<&Arc<Endpoint>> {
         let n = self.endpoints.len();
-        let usable = |e: &&Arc<Endpoint>| e.usable(now_ms);
+        let usable = |e: &&Arc<Endpoint>| e.usable(clock);
         match (policy, n) {
             (_, 0) => None,
             (_, 1) => self.endpoints.first().filter(usable),
@@ -214,13 +215,12 @@ impl BackendRt {
         }
     }
 
-    /// Whether some endpoint other than `except` can take requests at
-    /// `now_ms`.
-    pub fn others_usable(&self, except: &Endpoint, now_ms: u64) -> bool {
+    /// Whether some endpoint other than `except` can take requests now.
+    pub fn others_usable(&self, except: &Endpoint, clock: &Clock) -> bool {
         self.versions
             .iter()
             .flat_map(|v| &v.endpoints)
-            .any(|e| !std::ptr::eq(&**e, except) && e.usable(now_ms))
+            .any(|e| !std::ptr::eq(&**e, except) && e.usable(clock))
     }
 
     fn build(
@@ -406,6 +406,7 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Clock;
 
     fn version(n: usize) -> VersionRt {
         VersionRt {
@@ -424,30 +425,29 @@ mod tests {
         }
     }
 
-    const NOW: u64 = 1_000;
-
-    fn eject(e: &Endpoint) {
-        e.ejected_until.store(NOW + 60_000, Ordering::Relaxed);
+    fn eject(e: &Endpoint, clock: &Clock) {
+        e.ejected_until
+            .store(clock.now_ms() + 60_000, Ordering::Relaxed);
     }
 
     #[test]
     fn usable_endpoints_come_first_then_ejected_healthy_ones_then_none() {
-        let v = version(3);
-        eject(&v.endpoints[0]);
+        let (v, clock) = (version(3), Clock::new());
+        eject(&v.endpoints[0], &clock);
         v.endpoints[1].healthy.store(false, Ordering::Relaxed);
         for policy in [LoadBalancing::RoundRobin, LoadBalancing::LeastRequest] {
             for _ in 0..10 {
-                let picked = v.pick(policy, NOW).expect("a usable endpoint");
+                let picked = v.pick(policy, &clock).expect("a usable endpoint");
                 assert_eq!(picked.id, v.endpoints[2].id);
             }
         }
         // The only usable one ejected too: the healthy ejected ones serve.
-        eject(&v.endpoints[2]);
-        assert!(!v.has_usable(NOW) && v.has_healthy());
+        eject(&v.endpoints[2], &clock);
+        assert!(!v.has_usable(&clock) && v.has_healthy());
         let mut seen = std::collections::HashSet::new();
         for _ in 0..10 {
             let picked = v
-                .pick(LoadBalancing::RoundRobin, NOW)
+                .pick(LoadBalancing::RoundRobin, &clock)
                 .expect("a healthy endpoint");
             assert!(picked.healthy());
             seen.insert(picked.id);
@@ -457,33 +457,33 @@ mod tests {
         for e in &v.endpoints {
             e.healthy.store(false, Ordering::Relaxed);
         }
-        assert!(v.pick(LoadBalancing::RoundRobin, NOW).is_none());
-        assert!(v.pick_other(&v.endpoints[0], NOW).is_none());
+        assert!(v.pick(LoadBalancing::RoundRobin, &clock).is_none());
+        assert!(v.pick_other(&v.endpoints[0], &clock).is_none());
     }
 
     #[test]
     fn another_endpoint_is_the_next_usable_one_never_the_failed_one() {
-        let v = version(3);
+        let (v, clock) = (version(3), Clock::new());
         assert_eq!(
-            v.pick_other(&v.endpoints[0], NOW).map(|e| e.id),
+            v.pick_other(&v.endpoints[0], &clock).map(|e| e.id),
             Some(v.endpoints[1].id)
         );
         assert_eq!(
-            v.pick_other(&v.endpoints[2], NOW).map(|e| e.id),
+            v.pick_other(&v.endpoints[2], &clock).map(|e| e.id),
             Some(v.endpoints[0].id)
         );
-        eject(&v.endpoints[1]);
+        eject(&v.endpoints[1], &clock);
         assert_eq!(
-            v.pick_other(&v.endpoints[0], NOW).map(|e| e.id),
+            v.pick_other(&v.endpoints[0], &clock).map(|e| e.id),
             Some(v.endpoints[2].id)
         );
-        eject(&v.endpoints[2]);
+        eject(&v.endpoints[2], &clock);
         // Only ejected ones left besides the failed one: the next healthy.
         assert_eq!(
-            v.pick_other(&v.endpoints[0], NOW).map(|e| e.id),
+            v.pick_other(&v.endpoints[0], &clock).map(|e| e.id),
             Some(v.endpoints[1].id)
         );
         let single = version(1);
-        assert!(single.pick_other(&single.endpoints[0], NOW).is_none());
+        assert!(single.pick_other(&single.endpoints[0], &clock).is_none());
     }
 }

@@ -84,7 +84,7 @@ pub fn document(shared: &Shared, ready: bool, releases: &HashMap<String, Release
                     "endpoints": v.endpoints.iter().map(|e| json!({
                         "address": e.address,
                         "healthy": e.healthy.load(Ordering::Relaxed),
-                        "ejected": e.ejected(now),
+                        "ejected": e.ejected(&shared.clock),
                         "in_flight": e.in_flight.load(Ordering::Relaxed),
                     })).collect::<Vec<_>>(),
                     "window": {
@@ -163,7 +163,6 @@ pub fn document(shared: &Shared, ready: bool, releases: &HashMap<String, Release
 /// Sets the state gauges (weight, phase, endpoint health) to what holds now;
 /// label sets of removed backends and endpoints disappear.
 pub fn refresh_gauges(shared: &Shared, releases: &HashMap<String, ReleaseState>) {
-    let now = shared.clock.now_ms();
     let snapshot = shared.snapshot.load_full();
     let m = &shared.metrics;
     m.canary_weight.reset();
@@ -188,7 +187,7 @@ pub fn refresh_gauges(shared: &Shared, releases: &HashMap<String, ReleaseState>)
             for e in &v.endpoints {
                 m.endpoint_healthy
                     .with_label_values(&[&backend.name, &v.name, &e.address])
-                    .set(i64::from(e.usable(now)));
+                    .set(i64::from(e.usable(&shared.clock)));
             }
         }
     }

@@ -10,7 +10,7 @@ use http::request::Parts;
 use http::{Method, Request, Response};
 use tokio::time::Instant;
 
-use super::exchange::Exchange;
+use super::exchange::{Exchange, Tried};
 use super::headers::{copy_head, prepare_target};
 use crate::clock::Clock;
 use crate::endpoint::{Endpoint, InFlight};
@@ -30,16 +30,6 @@ pub struct Target<'a> {
     /// Where an outlier ejection is reported.
     pub events: &'a Events,
     pub clock: Clock,
-}
-
-/// What one attempt came to.
-pub struct Attempted {
-    pub result: Result<Response<UpstreamBody>, ProxyError>,
-    /// The endpoint tried last, counted in flight; `None` when no endpoint
-    /// could be picked (nothing was sent, nothing recorded).
-    pub endpoint: Option<InFlight>,
-    /// Time to the response head (or the failure).
-    pub upstream_ms: Option<f64>,
 }
 
 /// What a request may need beyond its attempt: a retry on stable when the
@@ -96,7 +86,17 @@ pub async fn with_retry(
     ex: &mut Exchange,
 ) -> Result<Response<UpstreamBody>, ProxyError> {
     let copy = retry_on.map(|stable| (stable, copy_head(&parts)));
-    let mut result = attempt(target, &metrics[version], version, parts, body, ex).await;
+    let (timer, tried) = (&mut ex.timer, &mut ex.tried);
+    let mut result = once(
+        target,
+        &metrics[version],
+        version,
+        parts,
+        body,
+        timer,
+        tried,
+    )
+    .await;
     if let Some((stable, head)) = copy {
         let failed = match &result {
             Ok(response) => response.status().is_server_error(),
@@ -108,34 +108,18 @@ pub async fn with_retry(
             drop(result);
             ex.version = Some(stable);
             ex.retried = true;
-            let metrics = &metrics[stable];
-            result = attempt(target, metrics, stable, head, RequestBody::empty(), ex).await;
+            let (timer, tried) = (&mut ex.timer, &mut ex.tried);
+            let body = RequestBody::empty();
+            result = once(target, &metrics[stable], stable, head, body, timer, tried).await;
         }
     }
     result
 }
 
-/// One attempt, its endpoint and time kept in `ex` for the answer and log.
-async fn attempt(
-    target: &Target<'_>,
-    metrics: &VersionMetrics,
-    version: usize,
-    parts: Parts,
-    body: RequestBody,
-    ex: &mut Exchange,
-) -> Result<Response<UpstreamBody>, ProxyError> {
-    let attempted = once(target, metrics, version, parts, body, &mut ex.timer).await;
-    if attempted.endpoint.is_some() {
-        ex.endpoint = attempted.endpoint;
-        ex.upstream_ms = attempted.upstream_ms;
-        ex.attempted = true;
-    }
-    attempted.result
-}
-
 /// One try on one version: pick an endpoint, send, record the outcome. A
 /// connection that could not be made is tried once more on another endpoint
-/// of the version: nothing of the request was sent yet.
+/// of the version: nothing of the request was sent yet. What was tried goes
+/// into `tried` (left alone when no endpoint could be picked).
 pub async fn once(
     target: &Target<'_>,
     metrics: &VersionMetrics,
@@ -143,26 +127,17 @@ pub async fn once(
     mut parts: Parts,
     mut body: RequestBody,
     timer: &mut HeadTimer,
-) -> Attempted {
+    tried: &mut Tried,
+) -> Result<Response<UpstreamBody>, ProxyError> {
     let backend = target.backend;
     let v = &backend.versions[version];
-    let Some(mut endpoint) = v.pick(backend.load_balancing, target.clock.now_ms()) else {
-        return Attempted {
-            result: Err(ProxyError::NoHealthyEndpoint(backend.name.clone())),
-            endpoint: None,
-            upstream_ms: None,
-        };
+    let Some(mut endpoint) = v.pick(backend.load_balancing, &target.clock) else {
+        return Err(ProxyError::NoHealthyEndpoint(backend.name.clone()));
     };
     let mut next_tried = false;
     loop {
-        if let Err(e) = prepare_target(endpoint, &mut parts) {
-            return Attempted {
-                result: Err(e),
-                endpoint: None,
-                upstream_ms: None,
-            };
-        }
-        let in_flight = InFlight::new(Arc::clone(endpoint));
+        prepare_target(endpoint, &mut parts)?;
+        tried.endpoint = Some(InFlight::new(Arc::clone(endpoint)));
         let started = Instant::now();
         let request = Request::from_parts(parts, body);
         let exchanged =
@@ -172,18 +147,16 @@ pub async fn once(
             Err(failed) => (Err(failed.error), failed.unsent),
         };
         let elapsed = started.elapsed();
+        tried.upstream_ms = Some(elapsed.as_secs_f64() * 1e3);
         record_outcome(target, v, endpoint, &result, elapsed, metrics);
-        let now = target.clock.now_ms();
         let next = match unsent {
-            Some(unsent) if !next_tried => v.pick_other(endpoint, now).map(|next| (next, unsent)),
+            Some(unsent) if !next_tried => v
+                .pick_other(endpoint, &target.clock)
+                .map(|next| (next, unsent)),
             _ => None,
         };
         let Some((next, unsent)) = next else {
-            return Attempted {
-                result,
-                endpoint: Some(in_flight),
-                upstream_ms: Some(elapsed.as_secs_f64() * 1e3),
-            };
+            return result;
         };
         tracing::debug!(
             backend = %backend.name,
@@ -235,9 +208,9 @@ fn record_outcome(
 /// One more failure in the endpoint's streak; reports an ejection.
 fn record_failure(target: &Target<'_>, version: &VersionRt, endpoint: &Endpoint) {
     let backend = target.backend;
-    let now = target.clock.now_ms();
-    let ejected = endpoint.record_failure(&backend.outlier, now, || {
-        backend.others_usable(endpoint, now)
+    let clock = &target.clock;
+    let ejected = endpoint.record_failure(&backend.outlier, clock, || {
+        backend.others_usable(endpoint, clock)
     });
     if let Some(duration) = ejected {
         let message = format!(

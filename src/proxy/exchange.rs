@@ -22,6 +22,17 @@ use crate::request_id::new_request_id;
 use crate::snapshot::{BackendRt, Snapshot};
 use crate::upstream::HeadTimer;
 
+/// What the attempts of a request tried: kept for the answer, the access
+/// log and the gateway's own metrics.
+#[derive(Default)]
+pub struct Tried {
+    /// The endpoint tried last, counted in flight until the answer ends;
+    /// `None` when no endpoint could be picked (nothing sent or recorded).
+    pub endpoint: Option<InFlight>,
+    /// Time to the response head (or the failure).
+    pub upstream_ms: Option<f64>,
+}
+
 /// What was decided for one request, for the response headers and the log.
 pub struct Exchange {
     pub started: Instant,
@@ -34,15 +45,13 @@ pub struct Exchange {
     pub route: Option<usize>,
     pub backend: Option<Arc<BackendRt>>,
     pub version: Option<usize>,
-    /// The endpoint that answers, counted in flight until the body ends.
-    pub endpoint: Option<InFlight>,
+    /// The endpoint that answers and the upstream time; an upstream attempt
+    /// was made (and counted in the metrics) when it has an endpoint.
+    pub tried: Tried,
     /// A new sticky client's cookie.
     pub set_cookie: Option<HeaderValue>,
-    pub upstream_ms: Option<f64>,
     /// The canary failed and stable answered instead.
     pub retried: bool,
-    /// An upstream attempt was made (and counted in the metrics).
-    pub attempted: bool,
     /// Times the wait for the response head; the connection's, lent.
     pub timer: HeadTimer,
 }
@@ -71,11 +80,9 @@ impl Exchange {
             route: None,
             backend: None,
             version: None,
-            endpoint: None,
+            tried: Tried::default(),
             set_cookie: None,
-            upstream_ms: None,
             retried: false,
-            attempted: false,
             timer: conn.lend_timer(),
             request_id,
         }
@@ -91,7 +98,7 @@ impl Exchange {
     ) -> Response<ResponseBody> {
         let mut response = forwarded.unwrap_or_else(|err| self.error_answer(conn, &err));
         conn.return_timer(std::mem::take(&mut self.timer));
-        if !self.attempted {
+        if self.tried.endpoint.is_none() {
             // The gateway answered by itself: count it on the route, or as
             // unrouted.
             let metrics = self
@@ -115,13 +122,13 @@ impl Exchange {
                 self.route.map(|r| snapshot.routes[r].name.as_str()),
                 self.backend.as_deref(),
                 self.version,
-                self.endpoint.as_ref().map(|e| e.0.address.as_str()),
-                self.upstream_ms,
+                self.tried.endpoint.as_ref().map(|e| e.0.address.as_str()),
+                self.tried.upstream_ms,
             );
             record.retried = self.retried;
             response.body_mut().set_finish(Box::new(record));
         }
-        if let Some(in_flight) = self.endpoint.take() {
+        if let Some(in_flight) = self.tried.endpoint.take() {
             response.body_mut().set_in_flight(in_flight);
         }
         response.body_mut().set_conn(conn.state.clone());

@@ -17,6 +17,7 @@ use http_body_util::BodyExt;
 
 use super::attempt::{self, Target};
 use super::context::Worker;
+use super::exchange::Tried;
 use super::headers::{copy_head, X_SWITCHYARD_MIRROR};
 use crate::metrics::VersionMetrics;
 use crate::snapshot::BackendRt;
@@ -55,10 +56,12 @@ pub fn spawn(
             events: &events,
             clock,
         };
-        let mut timer = HeadTimer::default();
+        let (mut timer, mut tried) = (HeadTimer::default(), Tried::default());
         let body = RequestBody::empty();
-        let attempted = attempt::once(&target, &metrics, canary, parts, body, &mut timer).await;
-        if let Ok(response) = attempted.result {
+        let sent = attempt::once(
+            &target, &metrics, canary, parts, body, &mut timer, &mut tried,
+        );
+        if let Ok(response) = sent.await {
             // Read to its end so the connection goes back to the pool.
             let mut body = response.into_body();
             while let Some(Ok(_)) = body.frame().await {}

@@ -155,8 +155,8 @@ fn choose(
         roll: split_roll(),
     };
     let split = backend.split();
-    let now = worker.clock.now_ms();
-    let decision = split::choose(&split, &inputs, |v| backend.versions[v].has_usable(now))
+    let clock = &worker.clock;
+    let decision = split::choose(&split, &inputs, |v| backend.versions[v].has_usable(clock))
         // Every healthy endpoint ejected: ejection yields (see `VersionRt::pick`).
         .or_else(|| split::choose(&split, &inputs, |v| backend.versions[v].has_healthy()))
         .ok_or_else(|| ProxyError::NoHealthyEndpoint(backend.name.clone()))?;
