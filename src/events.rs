@@ -16,6 +16,7 @@ const MAX_EVENTS: usize = 200;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
     Step,
+    Hold,
     Promote,
     Rollback,
     Pause,
@@ -31,6 +32,7 @@ impl EventKind {
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Step => "step",
+            EventKind::Hold => "hold",
             EventKind::Promote => "promote",
             EventKind::Rollback => "rollback",
             EventKind::Pause => "pause",

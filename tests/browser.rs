@@ -75,8 +75,8 @@ async fn the_dashboard_renders_live_figures_and_a_rollback() {
     );
     assert!(dom.contains("data-phase=\"rolled_back\""), "phase missing");
     assert!(
-        dom.contains("v2 error rate 1.00 &gt; 0.1"),
-        "rollback reason missing"
+        dom.contains("v2 error rate 100.00% &gt; 10.00% ("),
+        "rollback reason (with its counts) missing"
     );
     assert!(
         dom.contains("data-version=\"v1\"") && dom.contains("data-version=\"v2\""),

@@ -113,7 +113,10 @@ async fn a_failing_canary_is_rolled_back_within_about_one_interval() {
     let c = canary_state(&gw.gateway).await;
     assert_eq!(c.weight, 0.0);
     let reason = c.reason.expect("a reason");
-    assert!(reason.starts_with("v2 error rate 1.00 > 0.1"), "{reason}");
+    assert!(
+        reason.starts_with("v2 error rate 100.00% > 10.00% ("),
+        "{reason}"
+    );
     println!(
         "rollback: {took:?} from the first failing canary request; {canary_hits} canary attempts; client saw {failed} errors of {} requests",
         ok + failed
@@ -198,13 +201,24 @@ async fn steps_advance_while_healthy_until_promoted() {
         .filter(|e| matches!(e.kind.as_str(), "step" | "promote"))
         .map(|e| e.message)
         .collect();
+    // Each step carries the figures it was taken on.
+    let decided: Vec<&str> = steps
+        .iter()
+        .map(|m| m.split(" [").next().unwrap_or(m))
+        .collect();
     assert_eq!(
-        steps,
+        decided,
         [
             "step 1: canary at 25%",
             "step 2: canary at 50%",
             "step 3: canary promoted to 100%"
         ]
+    );
+    assert!(
+        steps
+            .iter()
+            .all(|m| m.contains("[v1 ") && m.contains("; v2 ")),
+        "{steps:?}"
     );
     v1.reset_hits();
     let client = Client::new();

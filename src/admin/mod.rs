@@ -161,9 +161,9 @@ async fn answer(context: &Context, req: Request<Incoming>) -> Answer {
             response
         }
         ["status"] if get => {
-            let releases: HashMap<_, _> = context.control.releases().await.into_iter().collect();
+            let views = context.control.inspect().await;
             let ready = context.readiness.is_ready();
-            json_answer(StatusCode::OK, &status::document(shared, ready, &releases))
+            json_answer(StatusCode::OK, &status::document(shared, ready, &views))
         }
         ["admin", "reload"] if post => match authorize(shared, &req).await {
             Some(denied) => denied,

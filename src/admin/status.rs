@@ -8,8 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Map, Value};
 
 use crate::config::{AnalysisSource, Release};
-use crate::control::engine::ReleaseState;
+use crate::control::engine::{ReleaseState, ReleaseView};
 use crate::release::progress::Phase;
+use crate::release::verdict::Evidence;
 use crate::shared::Shared;
 use crate::snapshot::{BackendRt, Shape};
 
@@ -56,7 +57,7 @@ fn role(backend: &BackendRt, index: usize) -> &'static str {
 }
 
 /// The `/status` document.
-pub fn document(shared: &Shared, ready: bool, releases: &HashMap<String, ReleaseState>) -> Value {
+pub fn document(shared: &Shared, ready: bool, views: &[ReleaseView]) -> Value {
     let snapshot = shared.snapshot.load_full();
     let now = shared.clock.now_ms();
     let mut backends = Map::new();
@@ -64,7 +65,8 @@ pub fn document(shared: &Shared, ready: bool, releases: &HashMap<String, Release
         let Some(config) = snapshot.config.backends.get(&backend.name) else {
             continue;
         };
-        let state = releases.get(&backend.name);
+        let view = views.iter().find(|v| v.backend == backend.name);
+        let state = view.map(|v| &v.state);
         let weights = weights(backend);
         let window_span = backend
             .analysis
@@ -104,7 +106,11 @@ pub fn document(shared: &Shared, ready: bool, releases: &HashMap<String, Release
         };
         let (phase, reason, since, step) = match state {
             Some(ReleaseState::Canary(c)) => {
-                (c.phase, c.reason.clone(), Some(c.since_ms), json!(c.step))
+                let reason = c
+                    .reason
+                    .clone()
+                    .or_else(|| c.hold.as_ref().map(|h| format!("holding: {h}")));
+                (c.phase, reason, Some(c.since_ms), json!(c.step))
             }
             Some(ReleaseState::BlueGreen(b)) => {
                 (b.phase, b.reason.clone(), Some(b.since_ms), Value::Null)
@@ -119,8 +125,14 @@ pub fn document(shared: &Shared, ready: bool, releases: &HashMap<String, Release
                 "max_error_rate": a.max_error_rate,
                 "max_p99_ms": a.max_p99_latency.as_secs_f64() * 1e3,
                 "source": match a.source { AnalysisSource::Local => "local", AnalysisSource::Prometheus { .. } => "prometheus" },
+                "baseline": if a.against_stable { "stable" } else { "none" },
+                "max_error_rate_delta": a.against_stable.then_some(a.max_error_rate_delta),
+                "max_p99_ratio": a.against_stable.then_some(a.max_p99_ratio),
             })
         });
+        let last_verdict = view
+            .and_then(|v| v.last_verdict.as_ref())
+            .map_or(Value::Null, verdict);
         backends.insert(
             backend.name.clone(),
             json!({
@@ -133,6 +145,7 @@ pub fn document(shared: &Shared, ready: bool, releases: &HashMap<String, Release
                 "steps": steps,
                 "analysis": analysis,
                 "versions": versions,
+                "last_verdict": last_verdict,
             }),
         );
     }
@@ -157,6 +170,29 @@ pub fn document(shared: &Shared, ready: bool, releases: &HashMap<String, Release
         "last_reload": last_reload,
         "backends": backends,
         "events": events,
+    })
+}
+
+/// `last_verdict`: the decision, its reason and every version's figures.
+fn verdict(evidence: &Evidence) -> Value {
+    let versions: Map<String, Value> = evidence
+        .versions
+        .iter()
+        .map(|(name, f)| {
+            let figures = json!({
+                "requests": f.requests,
+                "errors": f.errors,
+                "error_rate": f.error_rate(),
+                "p99_ms": f.p99_ms,
+            });
+            (name.clone(), figures)
+        })
+        .collect();
+    json!({
+        "at": from_wall_ms(evidence.at_ms),
+        "decision": evidence.decision.as_str(),
+        "reason": evidence.reason,
+        "versions": versions,
     })
 }
 

@@ -219,6 +219,17 @@ pub struct AnalysisFile {
     pub max_error_rate: Option<Spanned<f64>>,
     pub max_p99_latency: Option<Spanned<Dur>>,
     pub source: Option<Spanned<SourceFile>>,
+    pub baseline: Option<Spanned<BaselineFile>>,
+    pub max_error_rate_delta: Option<Spanned<f64>>,
+    pub max_p99_ratio: Option<Spanned<f64>>,
+}
+
+/// `baseline: none | stable`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BaselineFile {
+    None,
+    Stable,
 }
 
 /// `source: local` or `source: { prometheus: { url, ... } }`.

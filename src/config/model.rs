@@ -203,6 +203,11 @@ pub struct Analysis {
     pub max_error_rate: f64,
     pub max_p99_latency: Duration,
     pub source: AnalysisSource,
+    /// `baseline: stable`: the canary is judged against stable too.
+    pub against_stable: bool,
+    /// With `against_stable`: how much worse than stable a breach must be.
+    pub max_error_rate_delta: f64,
+    pub max_p99_ratio: f64,
 }
 
 impl Default for Analysis {
@@ -214,6 +219,9 @@ impl Default for Analysis {
             max_error_rate: 0.05,
             max_p99_latency: Duration::from_millis(800),
             source: AnalysisSource::Local,
+            against_stable: false,
+            max_error_rate_delta: 0.01,
+            max_p99_ratio: 1.5,
         }
     }
 }

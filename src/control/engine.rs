@@ -13,13 +13,14 @@ use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
+use super::analysis::{self, Judged, Query, Subject};
 use super::state_file::{self, Writer};
 use crate::config::{AnalysisSource, Release};
 use crate::events::EventKind;
 use crate::release::blue_green::BlueGreen;
 use crate::release::bucket::threshold;
 use crate::release::progress::{self, Action, Change, Phase, Plan};
-use crate::release::verdict::{judge, Thresholds, Verdict};
+use crate::release::verdict::{Decision, Evidence, Verdict};
 use crate::shared::Shared;
 use crate::snapshot::{BackendRt, Snapshot};
 
@@ -47,19 +48,6 @@ impl ReleaseState {
     }
 }
 
-/// A fleet-wide analysis to run against Prometheus (see `prometheus`).
-#[derive(Debug, Clone)]
-pub struct Query {
-    pub backend: String,
-    pub version: String,
-    pub url: String,
-    pub requests: Option<String>,
-    pub error_rate: Option<String>,
-    pub p99: Option<String>,
-    pub window: std::time::Duration,
-    pub limits: Thresholds,
-}
-
 /// Why an operator action was not carried out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ActError {
@@ -71,9 +59,20 @@ pub enum ActError {
     Conflict(String),
 }
 
+/// A backend's release as the admin API shows it.
+#[derive(Debug, Clone)]
+pub struct ReleaseView {
+    pub backend: String,
+    pub state: ReleaseState,
+    /// The last analysis: its decision and the figures it was taken on.
+    pub last_verdict: Option<Evidence>,
+}
+
 pub struct Engine {
     releases: BTreeMap<String, ReleaseState>,
     last_analysis: HashMap<String, u64>,
+    /// Each backend's last verdict, with its evidence (in memory only).
+    verdicts: HashMap<String, Evidence>,
     state_file: Option<PathBuf>,
     writer: Option<Writer>,
 }
@@ -114,6 +113,7 @@ impl Engine {
         Engine {
             releases,
             last_analysis: HashMap::new(),
+            verdicts: HashMap::new(),
             state_file,
             writer,
         }
@@ -121,6 +121,21 @@ impl Engine {
 
     pub fn state(&self, backend: &str) -> Option<&ReleaseState> {
         self.releases.get(backend)
+    }
+
+    /// Every release of `snapshot`'s backends, with its last verdict.
+    pub fn views(&self, snapshot: &Snapshot) -> Vec<ReleaseView> {
+        snapshot
+            .backends
+            .iter()
+            .filter_map(|b| {
+                Some(ReleaseView {
+                    backend: b.name.clone(),
+                    state: self.releases.get(&b.name)?.clone(),
+                    last_verdict: self.verdicts.get(&b.name).cloned(),
+                })
+            })
+            .collect()
     }
 
     /// Brings the release states in line with a new snapshot and sets its
@@ -143,7 +158,7 @@ impl Engine {
                     match self.releases.remove(&backend.name) {
                         Some(ReleaseState::Canary(mut s)) if s.identity == identity => {
                             if let Some(change) = s.reconfigure(&plan, now) {
-                                report(&backend.name, &change, shared);
+                                report(&backend.name, &change, None, shared);
                             }
                             ReleaseState::Canary(s)
                         }
@@ -159,7 +174,7 @@ impl Engine {
                     match self.releases.remove(&backend.name) {
                         Some(ReleaseState::BlueGreen(mut s)) if s.identity == identity => {
                             if let Some(change) = s.reconfigure(&b.active, identity, now) {
-                                report(&backend.name, &change, shared);
+                                report(&backend.name, &change, None, shared);
                             }
                             ReleaseState::BlueGreen(s)
                         }
@@ -184,10 +199,9 @@ impl Engine {
         let mono = shared.clock.now_ms();
         let mut queries = Vec::new();
         for backend in &snapshot.backends {
-            let Some(analysis) = &backend.analysis else {
-                continue;
-            };
-            let Some(state) = self.releases.get(&backend.name) else {
+            let (Some(analysis), Some(state)) =
+                (&backend.analysis, self.releases.get(&backend.name))
+            else {
                 continue;
             };
             let interval = analysis.interval.as_millis() as u64;
@@ -196,69 +210,53 @@ impl Engine {
                 continue;
             }
             *last = mono;
-            let version = match state {
-                ReleaseState::Canary(_) => match snapshot
-                    .config
-                    .backends
-                    .get(&backend.name)
-                    .map(|b| &b.release)
-                {
-                    Some(Release::Canary(c)) => c.canary.clone(),
-                    _ => continue,
-                },
-                ReleaseState::BlueGreen(s) => s.active.clone(),
+            let active = match state {
+                ReleaseState::BlueGreen(s) => Some(s.active.as_str()),
+                ReleaseState::Canary(_) => None,
             };
-            let limits = Thresholds {
-                min_requests: analysis.min_requests,
-                max_error_rate: analysis.max_error_rate,
-                max_p99_ms: analysis.max_p99_latency.as_secs_f64() * 1e3,
+            let Some(subject) = snapshot
+                .config
+                .backends
+                .get(&backend.name)
+                .and_then(|b| Subject::of(&b.release, analysis, active))
+            else {
+                continue;
             };
             match &analysis.source {
                 AnalysisSource::Local => {
-                    let verdict = match backend.version_named(&version) {
-                        Some(v) => {
-                            judge(&version, &v.window.figures(mono, analysis.window), &limits)
-                        }
-                        None => Verdict::Inconclusive,
-                    };
-                    self.decide(snapshot, &backend.name, &verdict, shared);
+                    let judged = analysis::local(backend, &subject, analysis, mono);
+                    self.decide(snapshot, &backend.name, judged, shared);
                 }
                 AnalysisSource::Prometheus {
                     url,
                     requests_query,
                     error_rate_query,
                     p99_query,
-                } => {
-                    queries.push(Query {
-                        backend: backend.name.clone(),
-                        version,
-                        url: url.clone(),
-                        requests: requests_query.clone(),
-                        error_rate: error_rate_query.clone(),
-                        p99: p99_query.clone(),
-                        window: analysis.window,
-                        limits,
-                    });
-                }
+                } => queries.push(Query {
+                    backend: backend.name.clone(),
+                    subject,
+                    versions: backend.versions.iter().map(|v| v.name.clone()).collect(),
+                    url: url.clone(),
+                    requests: requests_query.clone(),
+                    error_rate: error_rate_query.clone(),
+                    p99: p99_query.clone(),
+                    window: analysis.window,
+                    limits: analysis::thresholds(analysis),
+                }),
             }
         }
         queries
     }
 
-    /// Applies one analysis verdict to `backend`'s release.
-    pub fn decide(
-        &mut self,
-        snapshot: &Snapshot,
-        backend: &str,
-        verdict: &Verdict,
-        shared: &Shared,
-    ) {
+    /// Applies one analysis to `backend`'s release and keeps its evidence.
+    pub fn decide(&mut self, snapshot: &Snapshot, backend: &str, judged: Judged, shared: &Shared) {
         let (Some(rt), Some(state)) = (snapshot.backend(backend), self.releases.get_mut(backend))
         else {
             return;
         };
         let Some(analysis) = &rt.analysis else { return };
         let now = shared.clock.wall_ms();
+        let verdict = &judged.verdict;
         let change = match state {
             ReleaseState::Canary(s) => {
                 match snapshot.config.backends.get(backend).map(|b| &b.release) {
@@ -268,11 +266,32 @@ impl Engine {
             }
             ReleaseState::BlueGreen(s) => s.tick(verdict, analysis.window.as_millis() as u64, now),
         };
+        let holding = matches!(state, ReleaseState::Canary(s) if s.hold.is_some());
+        let decision = match change.as_ref().map(|c| c.kind) {
+            Some(EventKind::Step) => Decision::Step,
+            Some(EventKind::Promote) => Decision::Promote,
+            Some(EventKind::Rollback) => Decision::Rollback,
+            Some(EventKind::Hold) => Decision::Hold,
+            _ if holding => Decision::Hold,
+            _ => Decision::Wait,
+        };
+        let reason = match (&change, verdict) {
+            (Some(change), _) => Some(change.message.clone()),
+            (None, Verdict::Failing(r) | Verdict::Hold(r)) => Some(r.clone()),
+            (None, _) => None,
+        };
+        let evidence = Evidence {
+            at_ms: now,
+            decision,
+            reason,
+            versions: judged.versions,
+        };
         if let Some(change) = change {
-            report(backend, &change, shared);
+            report(backend, &change, Some(&evidence), shared);
             apply_live(rt, state);
             self.persist();
         }
+        self.verdicts.insert(backend.to_string(), evidence);
     }
 
     /// An operator action on `backend`'s release.
@@ -314,7 +333,7 @@ impl Engine {
                 version.window.clear();
             }
         }
-        report(backend, &change, shared);
+        report(backend, &change, None, shared);
         apply_live(rt, state);
         self.persist();
         Ok(change.message)
@@ -344,14 +363,19 @@ fn apply_live(backend: &BackendRt, state: &ReleaseState) {
     }
 }
 
-fn report(backend: &str, change: &Change, shared: &Shared) {
+/// Logs a change and records its event; an analysis's change carries the
+/// figures it was decided on.
+fn report(backend: &str, change: &Change, evidence: Option<&Evidence>, shared: &Shared) {
+    let figures = evidence.map(Evidence::summary).unwrap_or_default();
     if change.kind == EventKind::Rollback {
         shared.metrics.rollbacks.with_label_values(&[backend]).inc();
-        tracing::warn!(backend, reason = %change.message, "release rolled back");
+        tracing::warn!(backend, reason = %change.message, evidence = %figures, "release rolled back");
     } else {
-        tracing::info!(backend, kind = change.kind.as_str(), "{}", change.message);
+        tracing::info!(backend, kind = change.kind.as_str(), evidence = %figures, "{}", change.message);
     }
-    shared
-        .events
-        .push(change.kind, Some(backend), change.message.clone());
+    let message = match evidence {
+        Some(_) => format!("{} [{figures}]", change.message),
+        None => change.message.clone(),
+    };
+    shared.events.push(change.kind, Some(backend), message);
 }

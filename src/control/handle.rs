@@ -6,7 +6,7 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::engine::{ActError, ReleaseState};
+use super::engine::{ActError, ReleaseState, ReleaseView};
 use crate::release::progress::Action;
 
 /// Triggers the channel holds before senders wait.
@@ -40,8 +40,8 @@ pub enum Trigger {
         action: Action,
         reply: oneshot::Sender<Result<String, ActError>>,
     },
-    /// A copy of every release state, by backend.
-    Inspect(oneshot::Sender<Vec<(String, ReleaseState)>>),
+    /// A copy of every release state and last verdict, by backend.
+    Inspect(oneshot::Sender<Vec<ReleaseView>>),
 }
 
 /// The sending side of the control loop's channel.
@@ -89,9 +89,15 @@ impl Handle {
         .unwrap_or_else(|| Err(ActError::Conflict(STOPPED.into())))
     }
 
+    /// Every backend's release state and last verdict now.
+    pub async fn inspect(&self) -> Vec<ReleaseView> {
+        self.ask(Trigger::Inspect).await.unwrap_or_default()
+    }
+
     /// Every backend's release state now.
     pub async fn releases(&self) -> Vec<(String, ReleaseState)> {
-        self.ask(Trigger::Inspect).await.unwrap_or_default()
+        let views = self.inspect().await;
+        views.into_iter().map(|v| (v.backend, v.state)).collect()
     }
 
     /// One backend's release state now.

@@ -9,6 +9,7 @@
 //! swapped in atomically: requests in flight finish on the snapshot they
 //! loaded.
 
+pub mod analysis;
 pub mod engine;
 pub mod handle;
 pub mod health;
@@ -121,12 +122,7 @@ impl Control {
                     }
                     Some(Trigger::Inspect(reply)) => {
                         let snapshot = self.shared.snapshot.load_full();
-                        let states = snapshot
-                            .backends
-                            .iter()
-                            .filter_map(|b| self.engine.state(&b.name).map(|s| (b.name.clone(), s.clone())))
-                            .collect();
-                        let _ = reply.send(states);
+                        let _ = reply.send(self.engine.views(&snapshot));
                     }
                 },
                 _ = tick.tick() => {
@@ -139,15 +135,15 @@ impl Control {
                         }
                         let (client, verdicts) = (self.prometheus.clone(), verdicts_tx.clone());
                         tokio::spawn(async move {
-                            let verdict = prometheus::analyse(&client, &query).await;
-                            let _ = verdicts.send((query.backend, verdict)).await;
+                            let judged = prometheus::analyse(&client, &query).await;
+                            let _ = verdicts.send((query.backend, judged)).await;
                         });
                     }
                 }
-                Some((backend, verdict)) = verdicts_rx.recv() => {
+                Some((backend, judged)) = verdicts_rx.recv() => {
                     self.querying.remove(&backend);
                     let snapshot = self.shared.snapshot.load_full();
-                    self.engine.decide(&snapshot, &backend, &verdict, &self.shared);
+                    self.engine.decide(&snapshot, &backend, judged, &self.shared);
                 }
             }
         }

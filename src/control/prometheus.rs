@@ -16,8 +16,8 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 
-use crate::control::engine::Query;
-use crate::release::verdict::{judge, Figures, Verdict};
+use super::analysis::{judge_figures, Judged, Query};
+use crate::release::verdict::Figures;
 use crate::tls::{TlsError, UpstreamTls};
 use crate::upstream::client::{self, Scheme};
 
@@ -45,13 +45,26 @@ pub fn render(template: &str, backend: &str, version: &str, window: Duration) ->
         .replace("{window}", &format!("{}s", window.as_secs().max(1)))
 }
 
-/// Runs the three queries of `query` and judges the canary.
-pub async fn analyse(client: &PromClient, query: &Query) -> Verdict {
+/// Runs the three queries of `query` for every version of the backend and
+/// judges its subject on the figures.
+pub async fn analyse(client: &PromClient, query: &Query) -> Judged {
+    let mut versions = Vec::new();
+    for version in &query.versions {
+        if let Some(figures) = figures(client, query, version).await {
+            versions.push((version.clone(), figures));
+        }
+    }
+    let verdict = judge_figures(&versions, &query.subject, &query.limits);
+    Judged { verdict, versions }
+}
+
+/// One version's figures over the window; `None` when Prometheus has none.
+async fn figures(client: &PromClient, query: &Query, version: &str) -> Option<Figures> {
     let q = |custom: &Option<String>, default: &str| {
         render(
             custom.as_deref().unwrap_or(default),
             &query.backend,
-            &query.version,
+            version,
             query.window,
         )
     };
@@ -66,20 +79,21 @@ pub async fn analyse(client: &PromClient, query: &Query) -> Verdict {
     let (requests, error_rate) = match (requests, error_rate) {
         (Ok(Some(r)), Ok(Some(e))) if r.is_finite() && e.is_finite() => (r, e),
         (requests, error_rate) => {
-            tracing::info!(backend = %query.backend, ?requests, ?error_rate, "no Prometheus figures: no decision");
-            return Verdict::Inconclusive;
+            if version == query.subject.candidate {
+                tracing::info!(backend = %query.backend, version, ?requests, ?error_rate, "no Prometheus figures: no decision");
+            }
+            return None;
         }
     };
     let requests = requests.round().max(0.0) as u64;
-    let figures = Figures {
+    Some(Figures {
         requests,
         errors: (error_rate.clamp(0.0, 1.0) * requests as f64).round() as u64,
         p99_ms: match p99 {
             Ok(Some(seconds)) if seconds.is_finite() => Some(seconds * 1e3),
             _ => None,
         },
-    };
-    judge(&query.version, &figures, &query.limits)
+    })
 }
 
 /// The first sample of an instant query, `None` for an empty result.

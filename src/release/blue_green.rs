@@ -65,6 +65,8 @@ impl BlueGreen {
             return None;
         }
         let switched = self.switched_ms.unwrap_or(0);
+        // Blue/green judges the new active on its own: there is no baseline
+        // taking traffic beside it, so a hold never arrives here.
         if let Verdict::Failing(reason) = verdict {
             let previous = self.previous.take()?;
             let failed = std::mem::replace(&mut self.active, previous.clone());

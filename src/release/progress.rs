@@ -110,6 +110,10 @@ pub struct Canary {
     /// The configured weight this state follows; a config edit of the weight
     /// applies to the running release.
     pub configured_weight: f64,
+    /// Why the release holds (against stable, the evidence does not tell the
+    /// versions apart): no step, no rollback until it does.
+    #[serde(default)]
+    pub hold: Option<String>,
 }
 
 fn phase_for(weight: f64) -> Phase {
@@ -139,6 +143,7 @@ impl Canary {
             since_ms: now_ms,
             step_started_ms: now_ms,
             configured_weight: plan.weight,
+            hold: None,
         }
     }
 
@@ -188,17 +193,26 @@ impl Canary {
 
     fn roll_back(&mut self, reason: String, now_ms: u64) -> Change {
         self.weight = 0.0;
+        self.hold = None;
         self.reason = Some(reason.clone());
         self.set_phase(Phase::RolledBack, now_ms);
         Change::new(EventKind::Rollback, reason)
     }
 
-    /// One analysis interval: roll back on a failing verdict, else advance a
-    /// step when its interval has passed and the canary is healthy.
+    /// One analysis interval: roll back on a failing verdict, hold on a
+    /// holding one (a step's interval starts again once the hold ends), else
+    /// advance a step when its interval has passed and the canary is healthy.
     pub fn tick(&mut self, plan: &Plan, verdict: &Verdict, now_ms: u64) -> Option<Change> {
         if self.phase == Phase::RolledBack {
             return None;
         }
+        if let Verdict::Hold(reason) = verdict {
+            self.step_started_ms = now_ms;
+            let entering = self.hold.is_none();
+            self.hold = Some(reason.clone());
+            return entering.then(|| Change::new(EventKind::Hold, format!("holding: {reason}")));
+        }
+        self.hold = None;
         if let Verdict::Failing(reason) = verdict {
             // Only a canary that takes traffic of its own can be rolled back.
             if self.weight > 0.0 || self.step.is_some() {
@@ -465,5 +479,39 @@ mod tests {
         let mut c = Canary::start("id".into(), &p, 0);
         assert_eq!(c.tick(&p, &failing(), 1), None);
         assert_eq!(c.phase, Phase::Stable);
+    }
+
+    #[test]
+    fn a_hold_is_reported_once_and_its_step_interval_starts_again_when_it_ends() {
+        let p = plan();
+        let mut c = Canary::start("a".into(), &p, 0);
+        let hold = Verdict::Hold("v1 and v2 both breach".into());
+        let change = c
+            .tick(&p, &hold, 40_000)
+            .expect("entering a hold is an event");
+        assert_eq!(change.kind, EventKind::Hold);
+        assert_eq!(c.tick(&p, &hold, 50_000), None, "reported once");
+        assert_eq!(c.hold.as_deref(), Some("v1 and v2 both breach"));
+        // Healthy again: a whole step interval from the last hold first.
+        assert_eq!(c.tick(&p, &Verdict::Healthy, 79_999), None);
+        assert!(c.hold.is_none(), "the hold ends with the evidence");
+        assert!(c.tick(&p, &Verdict::Healthy, 80_000).is_some());
+    }
+
+    proptest::proptest! {
+        /// Holding never advances a step, never rolls back, whatever the time.
+        #[test]
+        fn holding_never_advances_a_step(gaps in proptest::collection::vec(0u64..120_000, 1..40)) {
+            let p = plan();
+            let mut c = Canary::start("a".into(), &p, 0);
+            let before = (c.step, c.weight, c.phase);
+            let mut now = 0;
+            for gap in gaps {
+                now += gap;
+                let change = c.tick(&p, &Verdict::Hold("both breach".into()), now);
+                proptest::prop_assert!(change.is_none_or(|c| c.kind == EventKind::Hold));
+                proptest::prop_assert_eq!((c.step, c.weight, c.phase), before);
+            }
+        }
     }
 }

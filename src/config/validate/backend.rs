@@ -204,7 +204,7 @@ fn release(
     let analysis = f
         .analysis
         .as_ref()
-        .map_or_else(Analysis::default, |a| analysis(a, p));
+        .map_or_else(Analysis::default, |a| analysis(a, f.strategy.value, p));
     let override_header = f
         .override_header
         .as_ref()
@@ -338,9 +338,49 @@ fn release(
     }
 }
 
-fn analysis(a: &Spanned<AnalysisFile>, p: &mut Problems) -> Analysis {
+fn analysis(a: &Spanned<AnalysisFile>, strategy: StrategyFile, p: &mut Problems) -> Analysis {
     let f = &a.value;
     let d = Analysis::default();
+    let against_stable = matches!(
+        f.baseline.as_ref().map(|b| b.value),
+        Some(BaselineFile::Stable)
+    );
+    if let (true, StrategyFile::BlueGreen, Some(b)) = (against_stable, strategy, &f.baseline) {
+        p.at(
+            b,
+            "baseline: stable applies to canary releases (blue/green has no stable taking traffic beside it)",
+        );
+    }
+    let max_error_rate_delta = match &f.max_error_rate_delta {
+        Some(s) if !(0.0..=1.0).contains(&s.value) => {
+            p.at(
+                s,
+                "max_error_rate_delta is a fraction between 0 and 1 (0.01 = one point)",
+            );
+            d.max_error_rate_delta
+        }
+        Some(s) => s.value,
+        None => d.max_error_rate_delta,
+    };
+    let max_p99_ratio = match &f.max_p99_ratio {
+        Some(s) if !(s.value >= 1.0 && s.value.is_finite()) => {
+            p.at(
+                s,
+                "max_p99_ratio is a ratio of at least 1 (1.5 = 50% slower than stable)",
+            );
+            d.max_p99_ratio
+        }
+        Some(s) => s.value,
+        None => d.max_p99_ratio,
+    };
+    for (key, present) in [
+        ("max_error_rate_delta", f.max_error_rate_delta.is_some()),
+        ("max_p99_ratio", f.max_p99_ratio.is_some()),
+    ] {
+        if present && !against_stable {
+            p.at(a, format!("`{key}` needs `baseline: stable`"));
+        }
+    }
     let interval = dur_or(&f.interval, d.interval, p, "analysis.interval");
     let window = dur_or(&f.window, d.window, p, "analysis.window");
     if window < interval {
@@ -381,5 +421,8 @@ fn analysis(a: &Spanned<AnalysisFile>, p: &mut Problems) -> Analysis {
         max_error_rate,
         max_p99_latency: dur_or(&f.max_p99_latency, d.max_p99_latency, p, "max_p99_latency"),
         source,
+        against_stable,
+        max_error_rate_delta,
+        max_p99_ratio,
     }
 }
