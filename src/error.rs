@@ -26,7 +26,20 @@ pub enum ProxyError {
     Reset(String),
     #[error("upstream sent an invalid response: {0}")]
     Protocol(String),
+    /// The client abandoned the request: its body stopped short (the
+    /// connection closed, or the stream was reset) before the upstream
+    /// answered.
+    #[error("the client abandoned the request: {0}")]
+    ClientAborted(String),
+    /// The client's body stalled while the upstream waited for it, until the
+    /// route timeout cut the request.
+    #[error("the request body did not arrive in time")]
+    ClientBodyTimeout,
 }
+
+/// Nginx's "client closed request": the access log's status for a request
+/// the client abandoned.
+pub const CLIENT_CLOSED: u16 = 499;
 
 /// The kinds of upstream failure, as counted in metrics and analysis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +74,20 @@ impl ProxyError {
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Reset(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Protocol(_) => StatusCode::BAD_GATEWAY,
+            // Rarely seen: the client is usually gone.
+            ProxyError::ClientAborted(_) => {
+                StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST)
+            }
+            ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
         }
+    }
+
+    /// The client's doing (SPEC §3 "Whose failure"): never the version's.
+    pub fn is_client_abort(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::ClientAborted(_) | ProxyError::ClientBodyTimeout
+        )
     }
 
     /// The upstream failure this error stands for, if the upstream failed.
@@ -76,7 +102,9 @@ impl ProxyError {
             | ProxyError::UnsupportedTransferCoding(_)
             | ProxyError::BodyTooLarge(_)
             | ProxyError::NoHealthyEndpoint(_)
-            | ProxyError::Draining => None,
+            | ProxyError::Draining
+            | ProxyError::ClientAborted(_)
+            | ProxyError::ClientBodyTimeout => None,
         }
     }
 }

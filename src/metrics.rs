@@ -36,6 +36,7 @@ pub struct Metrics {
     pub endpoint_healthy: IntGaugeVec,
     pub fallbacks: IntCounterVec,
     pub mirror_dropped: IntCounterVec,
+    client_aborts: IntCounterVec,
     reloads: IntCounterVec,
     pub active_connections: IntGaugeVec,
 }
@@ -46,6 +47,8 @@ pub struct VersionMetrics {
     codes: [IntCounter; 5],
     duration: Histogram,
     errors: [IntCounter; 4],
+    /// Only for a real version (the gateway's own answers have none).
+    pub client_aborts: Option<IntCounter>,
 }
 
 impl VersionMetrics {
@@ -129,6 +132,11 @@ impl Metrics {
                 "Requests served by the other version because the chosen one had no usable endpoint",
                 &["backend", "from", "to"],
             ),
+            client_aborts: counter(
+                "switchyard_client_aborts_total",
+                "Requests the client abandoned (closed or reset before the answer ended, or let its body stall): the client's failure, never the version's",
+                &["route", "backend", "version"],
+            ),
             mirror_dropped: counter(
                 "switchyard_mirror_dropped_total",
                 "Mirrored copies not sent because too many were in flight to the canary",
@@ -160,6 +168,10 @@ impl Metrics {
             errors: FAILURE_KINDS.map(|kind| {
                 self.upstream_errors
                     .with_label_values(&[backend, version, kind.as_str()])
+            }),
+            client_aborts: (!version.is_empty()).then(|| {
+                self.client_aborts
+                    .with_label_values(&[route, backend, version])
             }),
         }
     }

@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -20,29 +19,6 @@ fn post(url: &str, token: Option<&str>) -> Request<Full<Bytes>> {
         req = req.header("authorization", format!("Bearer {token}"));
     }
     req.body(Full::new(Bytes::new())).expect("request")
-}
-
-/// Parses the text exposition into `name{labels}` → value.
-fn samples(text: &str) -> HashMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            Some((key.to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
-
-fn sample(all: &HashMap<String, f64>, name: &str, labels: &[(&str, &str)]) -> f64 {
-    all.iter()
-        .filter(|(key, _)| {
-            key.starts_with(&format!("{name}{{"))
-                && labels
-                    .iter()
-                    .all(|(k, v)| key.contains(&format!("{k}=\"{v}\"")))
-        })
-        .map(|(_, v)| *v)
-        .sum()
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ use http::{HeaderValue, Method, Request, StatusCode};
 use tokio::time::Instant;
 
 use super::body::OnFinish;
+use crate::error::CLIENT_CLOSED;
 use crate::snapshot::BackendRt;
 
 pub struct AccessRecord {
@@ -81,7 +82,10 @@ impl AccessRecord {
 }
 
 impl OnFinish for AccessRecord {
-    fn finish(&mut self, bytes_out: u64, complete: bool) {
+    fn finish(&mut self, bytes_out: u64, complete: bool, aborted: bool) {
+        if aborted {
+            self.status = CLIENT_CLOSED;
+        }
         let duration_ms = self.started.elapsed().as_secs_f64() * 1e3;
         tracing::info!(
             target: "access",

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use http::request::Parts;
 use http::{Method, Request, Response};
+use prometheus::IntCounterVec;
 use tokio::time::Instant;
 
 use super::exchange::{Exchange, Tried};
@@ -30,6 +31,8 @@ pub struct Target<'a> {
     /// Where an outlier ejection is reported.
     pub events: &'a Events,
     pub clock: Clock,
+    /// Version fallbacks (a retry on stable is one), by backend, from, to.
+    pub fallbacks: &'a IntCounterVec,
 }
 
 /// What a request may need beyond its attempt: a retry on stable when the
@@ -83,7 +86,7 @@ pub async fn with_retry(
     parts: Parts,
     body: RequestBody,
     retry_on: Option<usize>,
-    ex: &mut Exchange,
+    ex: &mut Exchange<'_>,
 ) -> Result<Response<UpstreamBody>, ProxyError> {
     let copy = retry_on.map(|stable| (stable, copy_head(&parts)));
     let (timer, tried) = (&mut ex.timer, &mut ex.tried);
@@ -106,6 +109,15 @@ pub async fn with_retry(
             // Nothing reached the client yet: the canary's failure is
             // recorded in its window, the client gets the stable answer.
             drop(result);
+            let backend = target.backend;
+            let (from, to) = (
+                &backend.versions[version].name,
+                &backend.versions[stable].name,
+            );
+            target
+                .fallbacks
+                .with_label_values(&[&backend.name, from, to])
+                .inc();
             ex.version = Some(stable);
             ex.retried = true;
             let (timer, tried) = (&mut ex.timer, &mut ex.tried);
@@ -139,11 +151,20 @@ pub async fn once(
         prepare_target(endpoint, &mut parts)?;
         tried.endpoint = Some(InFlight::new(Arc::clone(endpoint)));
         let started = Instant::now();
+        let progress = body.progress();
         let request = Request::from_parts(parts, body);
         let exchanged =
             upstream::exchange(endpoint, request, timer, target.timeout, target.body_limit).await;
         let (result, unsent) = match exchanged {
             Ok(response) => (Ok(response), None),
+            // The route timeout came while the upload waited on the client:
+            // the client's failure, not the upstream's.
+            Err(failed)
+                if matches!(failed.error, ProxyError::Timeout)
+                    && progress.is_some_and(|p| p.stalled_on_client()) =>
+            {
+                (Err(ProxyError::ClientBodyTimeout), None)
+            }
             Err(failed) => (Err(failed.error), failed.unsent),
         };
         let elapsed = started.elapsed();
@@ -179,6 +200,10 @@ fn record_outcome(
     elapsed: Duration,
     metrics: &VersionMetrics,
 ) {
+    if result.as_ref().is_err_and(ProxyError::is_client_abort) {
+        // The client's doing: nothing against the version (SPEC §3).
+        return;
+    }
     let status = match result {
         Ok(response) => response.status(),
         Err(e) => e.status(),

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use prometheus::IntCounter;
 use tokio::time::Sleep;
 
 use crate::endpoint::InFlight;
@@ -20,7 +21,9 @@ use crate::upstream::UpstreamBody;
 
 /// Runs when the exchange is over: the response body was sent or dropped.
 pub trait OnFinish: Send + Sync {
-    fn finish(&mut self, bytes_out: u64, complete: bool);
+    /// `aborted`: the client went away before the end (not an upstream
+    /// failure).
+    fn finish(&mut self, bytes_out: u64, complete: bool, aborted: bool);
 }
 
 enum Content {
@@ -37,6 +40,12 @@ pub struct ResponseBody {
     finish: Option<Box<dyn OnFinish>>,
     in_flight: Option<InFlight>,
     stall: Option<StallWatch>,
+    /// Counts the client going away before the end; set for upstream
+    /// answers only.
+    aborts: Option<IntCounter>,
+    /// The upstream body failed (reset, stall): an incomplete end is then
+    /// not the client's doing.
+    upstream_failed: bool,
 }
 
 impl ResponseBody {
@@ -61,7 +70,14 @@ impl ResponseBody {
             finish: None,
             in_flight: None,
             stall: None,
+            aborts: None,
+            upstream_failed: false,
         }
+    }
+
+    /// Counts in `aborts` a client that goes away before the end.
+    pub fn set_aborts(&mut self, aborts: IntCounter) {
+        self.aborts = Some(aborts);
     }
 
     /// Marks the connection's request finished when this body is dropped.
@@ -92,9 +108,15 @@ impl ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
+        let complete = self.complete || self.is_end_stream();
+        let aborted = !complete && !self.upstream_failed && self.aborts.is_some();
+        if aborted {
+            if let Some(aborts) = &self.aborts {
+                aborts.inc();
+            }
+        }
         if let Some(mut finish) = self.finish.take() {
-            let complete = self.complete || self.is_end_stream();
-            finish.finish(self.bytes_out, complete);
+            finish.finish(self.bytes_out, complete, aborted);
         }
         self.in_flight.take();
         if let Some(conn) = &self.conn {
@@ -164,6 +186,7 @@ impl Body for ResponseBody {
                     if let Some(watch) = this.stall.as_mut() {
                         if watch.stalled(cx) {
                             tracing::debug!(limit = ?watch.limit, "upstream body stalled: response cut");
+                            this.upstream_failed = true;
                             return Poll::Ready(Some(Err(Box::new(Stalled(watch.limit)))));
                         }
                     }
@@ -178,7 +201,8 @@ impl Body for ResponseBody {
                 }
             }
             Poll::Ready(None) => this.complete = true,
-            _ => {}
+            Poll::Ready(Some(Err(_))) => this.upstream_failed = true,
+            Poll::Pending => {}
         }
         polled
     }

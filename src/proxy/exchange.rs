@@ -8,16 +8,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, Version};
+use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
+use prometheus::IntCounter;
 use tokio::time::Instant;
 
 use super::access_log::AccessRecord;
+use super::body::OnFinish;
 use super::body::ResponseBody;
 use super::context::Conn;
 use super::headers::{X_REQUEST_ID, X_SWITCHYARD_VERSION};
 use crate::endpoint::InFlight;
-use crate::error::{error_body, ProxyError};
+use crate::error::{error_body, ProxyError, CLIENT_CLOSED};
 use crate::request_id::new_request_id;
 use crate::snapshot::{BackendRt, Snapshot};
 use crate::upstream::HeadTimer;
@@ -34,7 +36,12 @@ pub struct Tried {
 }
 
 /// What was decided for one request, for the response headers and the log.
-pub struct Exchange {
+/// Dropped before [`Exchange::finish`] — the client went away while the
+/// upstream was asked — it counts and logs the client's abort.
+pub struct Exchange<'s> {
+    snapshot: &'s Snapshot,
+    /// `finish` ran: the answer is on its way.
+    finished: bool,
     pub started: Instant,
     /// The client's `X-Request-Id`, or a new one.
     pub request_id: HeaderValue,
@@ -56,9 +63,9 @@ pub struct Exchange {
     pub timer: HeadTimer,
 }
 
-impl Exchange {
+impl<'s> Exchange<'s> {
     /// A request arrives: its id, and the access record when the log is on.
-    pub fn begin(snapshot: &Snapshot, conn: &Conn, req: &Request<Incoming>) -> Self {
+    pub fn begin(snapshot: &'s Snapshot, conn: &Conn, req: &Request<Incoming>) -> Self {
         let started = Instant::now();
         let request_id = match req.headers().get(X_REQUEST_ID) {
             Some(id) => id.clone(),
@@ -74,6 +81,8 @@ impl Exchange {
             .access_log
             .then(|| AccessRecord::begin(req, &request_id, started));
         Exchange {
+            snapshot,
+            finished: false,
             started,
             http1: req.version() <= Version::HTTP_11,
             record,
@@ -92,11 +101,27 @@ impl Exchange {
     /// headers every answer carries and the guards its body holds.
     pub fn finish(
         &mut self,
-        snapshot: &Snapshot,
         conn: &Conn,
         forwarded: Result<Response<ResponseBody>, ProxyError>,
     ) -> Response<ResponseBody> {
-        let mut response = forwarded.unwrap_or_else(|err| self.error_answer(conn, &err));
+        self.finished = true;
+        let snapshot = self.snapshot;
+        let (mut response, aborted) = match forwarded {
+            Ok(mut response) => {
+                // An upstream answer: the client may still go away mid-body.
+                if let Some(aborts) = self.aborts() {
+                    response.body_mut().set_aborts(aborts.clone());
+                }
+                (response, false)
+            }
+            Err(err) => {
+                let aborted = err.is_client_abort();
+                if aborted {
+                    self.count_abort();
+                }
+                (self.error_answer(conn, &err), aborted)
+            }
+        };
         conn.return_timer(std::mem::take(&mut self.timer));
         if self.tried.endpoint.is_none() {
             // The gateway answered by itself: count it on the route, or as
@@ -117,8 +142,13 @@ impl Exchange {
         let id = std::mem::replace(&mut self.request_id, HeaderValue::from_static("-"));
         headers.insert(X_REQUEST_ID, id);
         if let Some(mut record) = self.record.take() {
+            let status = if aborted {
+                StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(response.status())
+            } else {
+                response.status()
+            };
             record.decided(
-                response.status(),
+                status,
                 self.route.map(|r| snapshot.routes[r].name.as_str()),
                 self.backend.as_deref(),
                 self.version,
@@ -133,6 +163,18 @@ impl Exchange {
         }
         response.body_mut().set_conn(conn.state.clone());
         response
+    }
+
+    /// The client-abort counter of the version that was chosen.
+    fn aborts(&self) -> Option<&IntCounter> {
+        let metrics = &self.snapshot.routes[self.route?].metrics;
+        metrics.get(self.version?)?.client_aborts.as_ref()
+    }
+
+    fn count_abort(&self) {
+        if let Some(aborts) = self.aborts() {
+            aborts.inc();
+        }
     }
 
     /// The small text answer for `err`.
@@ -156,5 +198,28 @@ impl Exchange {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
+    }
+}
+
+impl Drop for Exchange<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // The request future was dropped while waiting on the upstream: the
+        // client closed its connection or reset its stream.
+        self.count_abort();
+        if let Some(mut record) = self.record.take() {
+            let status = StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST);
+            record.decided(
+                status,
+                self.route.map(|r| self.snapshot.routes[r].name.as_str()),
+                self.backend.as_deref(),
+                self.version,
+                self.tried.endpoint.as_ref().map(|e| e.0.address.as_str()),
+                self.tried.upstream_ms,
+            );
+            record.finish(0, false, true);
+        }
     }
 }

@@ -48,6 +48,7 @@ pub fn spawn(
         .headers
         .insert(X_SWITCHYARD_MIRROR, HeaderValue::from_static("1"));
     let (events, clock, metrics) = (Arc::clone(&worker.events), worker.clock, metrics.clone());
+    let fallbacks = worker.fallbacks.clone();
     tokio::spawn(async move {
         let target = Target {
             backend: &slot.0,
@@ -55,6 +56,7 @@ pub fn spawn(
             body_limit: 0,
             events: &events,
             clock,
+            fallbacks: &fallbacks,
         };
         let (mut timer, mut tried) = (HeadTimer::default(), Tried::default());
         let body = RequestBody::empty();

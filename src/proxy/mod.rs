@@ -47,7 +47,7 @@ pub async fn handle(
     let snapshot = worker.snapshot.load_full();
     let mut ex = Exchange::begin(&snapshot, conn, &req);
     let forwarded = forward(worker, conn, &snapshot, &mut ex, req).await;
-    Ok(ex.finish(&snapshot, conn, forwarded))
+    Ok(ex.finish(conn, forwarded))
 }
 
 /// Route → choose → attempt (with retry) → answer.
@@ -55,7 +55,7 @@ async fn forward(
     worker: &Worker,
     conn: &Conn,
     snapshot: &Snapshot,
-    ex: &mut Exchange,
+    ex: &mut Exchange<'_>,
     mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let (route, host) = route(snapshot, &req, ex)?;
@@ -94,6 +94,7 @@ async fn forward(
         body_limit: limit,
         events: &worker.events,
         clock: worker.clock,
+        fallbacks: &worker.fallbacks,
     };
     let metrics = &route.metrics;
     let version = decision.version;
@@ -108,7 +109,7 @@ async fn forward(
 fn route<'s>(
     snapshot: &'s Snapshot,
     req: &Request<Incoming>,
-    ex: &mut Exchange,
+    ex: &mut Exchange<'_>,
 ) -> Result<(&'s RouteRt, HeaderValue), ProxyError> {
     if req.method() == Method::CONNECT {
         return Err(ProxyError::BadRequest("CONNECT is not supported"));
@@ -143,7 +144,7 @@ fn choose(
     worker: &Worker,
     backend: &BackendRt,
     headers: &HeaderMap,
-    ex: &mut Exchange,
+    ex: &mut Exchange<'_>,
 ) -> Result<Decision, ProxyError> {
     let inputs = Inputs {
         forced: backend
@@ -206,7 +207,7 @@ fn answer(
 }
 
 /// The sticky key's bucket; gives a new client a cookie when needed.
-fn sticky_bucket(backend: &BackendRt, headers: &HeaderMap, ex: &mut Exchange) -> Option<u32> {
+fn sticky_bucket(backend: &BackendRt, headers: &HeaderMap, ex: &mut Exchange<'_>) -> Option<u32> {
     match backend.sticky.as_ref()? {
         Sticky::Header(name) => headers.get(name).map(|v| bucket(v.as_bytes())),
         Sticky::Cookie(name) => {

@@ -26,7 +26,7 @@ use http::{Request, Response};
 
 pub use client::HttpClient;
 use pool::Pooled;
-pub use request_body::{BodyTooLarge, RequestBody};
+pub use request_body::{BodyProgress, BodyTooLarge, ClientBodyError, RequestBody};
 pub use response_body::UpstreamBody;
 pub use timer::HeadTimer;
 
@@ -132,6 +132,9 @@ fn classify_chain(err: &(dyn StdError + 'static), connect: bool, body_limit: u64
     while let Some(e) = source {
         if e.downcast_ref::<BodyTooLarge>().is_some() {
             return ProxyError::BodyTooLarge(body_limit);
+        }
+        if let Some(client) = e.downcast_ref::<ClientBodyError>() {
+            return ProxyError::ClientAborted(client.0.to_string());
         }
         if let Some(io) = e.downcast_ref::<io::Error>() {
             detail = io.to_string();

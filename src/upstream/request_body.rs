@@ -1,9 +1,15 @@
 //! [`RequestBody`]: the client's body on its way upstream, streamed frame
 //! by frame and cut off with an error past `max_body_bytes`; it tells the
 //! client connection's state when the body has been read to its end.
+//!
+//! Whose failure a broken upload is depends on which side stopped: an error
+//! from the client's body becomes a [`ClientBodyError`] (the exchange's
+//! error chain then names the client, not the upstream), and
+//! [`BodyProgress`] says whether the upload was waiting on the client when a
+//! timeout came.
 
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -20,6 +26,29 @@ pub struct BodyTooLarge {
     pub limit: u64,
 }
 
+/// The error a [`RequestBody`] yields when the client's body breaks off
+/// (connection closed mid-body, stream reset): the client's failure.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body broke off: {0}")]
+pub struct ClientBodyError(pub hyper::Error);
+
+/// Where an upload stands, shared between the body (moved into the upstream
+/// connection) and the attempt that sent it.
+#[derive(Debug, Default)]
+pub struct BodyProgress {
+    /// The upstream asked for more and the client had not sent it yet.
+    waiting_on_client: AtomicBool,
+    done: AtomicBool,
+}
+
+impl BodyProgress {
+    /// The upload is unfinished and waiting on the client (not on the
+    /// upstream, which would then not be reading it).
+    pub fn stalled_on_client(&self) -> bool {
+        !self.done.load(Ordering::Relaxed) && self.waiting_on_client.load(Ordering::Relaxed)
+    }
+}
+
 /// The client's request body, forwarded upstream as it arrives.
 pub struct RequestBody {
     inner: Option<Incoming>,
@@ -29,11 +58,14 @@ pub struct RequestBody {
     /// end; read when the response ends to know whether the connection can
     /// carry another request.
     conn: Option<Arc<ConnState>>,
+    /// Only for a request that has a body.
+    progress: Option<Arc<BodyProgress>>,
 }
 
 impl RequestBody {
     pub fn new(inner: Incoming, limit: u64, conn: Arc<ConnState>) -> Self {
-        if inner.is_end_stream() {
+        let bodiless = inner.is_end_stream();
+        if bodiless {
             conn.body_done.store(true, Ordering::Relaxed);
         }
         RequestBody {
@@ -41,7 +73,13 @@ impl RequestBody {
             remaining: limit,
             limit,
             conn: Some(conn),
+            progress: (!bodiless).then(Arc::default),
         }
+    }
+
+    /// Where the upload stands; `None` for a request without a body.
+    pub fn progress(&self) -> Option<Arc<BodyProgress>> {
+        self.progress.clone()
     }
 
     /// An empty body (mirrored or retried requests, bodiless methods).
@@ -51,12 +89,16 @@ impl RequestBody {
             remaining: 0,
             limit: 0,
             conn: None,
+            progress: None,
         }
     }
 
     fn mark_done(&self) {
         if let Some(conn) = &self.conn {
             conn.body_done.store(true, Ordering::Relaxed);
+        }
+        if let Some(progress) = &self.progress {
+            progress.done.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -73,7 +115,13 @@ impl Body for RequestBody {
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        match Pin::new(inner).poll_frame(cx) {
+        let polled = Pin::new(inner).poll_frame(cx);
+        if let Some(progress) = &this.progress {
+            progress
+                .waiting_on_client
+                .store(polled.is_pending(), Ordering::Relaxed);
+        }
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let len = data.len() as u64;
@@ -91,7 +139,10 @@ impl Body for RequestBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(Some(Err(e))) => {
+                this.inner = None;
+                Poll::Ready(Some(Err(Box::new(ClientBodyError(e)))))
+            }
             Poll::Ready(None) => {
                 this.mark_done();
                 Poll::Ready(None)

@@ -27,6 +27,7 @@
 mod backend;
 mod client;
 mod gateway;
+mod metrics;
 mod process;
 mod raw;
 mod tls;
@@ -41,6 +42,8 @@ pub use backend::{Backend, Mode, Recorded, SERVED_BY};
 pub use client::{body_channel, BoxError, ChannelBody, Client, Resp};
 #[allow(unused_imports)]
 pub use gateway::{canary, head, single, TestGateway};
+#[allow(unused_imports)]
+pub use metrics::{metric, sample, samples};
 #[allow(unused_imports)]
 pub use process::{Process, BIN};
 #[allow(unused_imports)]
