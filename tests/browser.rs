@@ -96,4 +96,8 @@ async fn the_dashboard_renders_live_figures_and_a_rollback() {
         "rollback event missing from the timeline"
     );
     assert!(dom.contains("live ·"), "the page did not reach /status");
+    assert!(
+        dom.contains("data-verdict=\"rollback\"") && dom.contains("last verdict"),
+        "the last verdict is missing under the backend"
+    );
 }

@@ -204,6 +204,11 @@ impl Engine {
             else {
                 continue;
             };
+            // A rolled-back release decides nothing more: its last verdict
+            // (the rollback and its evidence) stays.
+            if state.phase() == Phase::RolledBack {
+                continue;
+            }
             let interval = analysis.interval.as_millis() as u64;
             let last = self.last_analysis.entry(backend.name.clone()).or_insert(0);
             if mono.saturating_sub(*last) < interval {
