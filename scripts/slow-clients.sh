@@ -12,12 +12,15 @@
 #   read     slowhttptest -X (slow read): responses read a few bytes a second
 #   flood    connections opened past max_connections that send nothing
 #
-# Starts, all on 127.0.0.1: a python3 backend, the gateway (header_read_timeout
-# 2s, idle_timeout 3s, route timeout 3s, max_connections 200, 2 workers) and
+# Starts, all on 127.0.0.1: two python3 backends (v1, v2), the gateway
+# (header_read_timeout 2s, idle_timeout 3s, route timeout 3s, max_connections
+# 200, 2 workers; a canary release of v2 at weight 50 with analysis on) and
 # the attack, while a curl loop sends one legitimate request every 50 ms. Each
 # mode then checks: at least 99 % of the legitimate requests answered 200; the
 # gateway cut slow connections; its open fds back to where they were 3 s after
-# the attack; the gateway still running. Exits 1 if any check fails.
+# the attack; the gateway still running; and the attack was counted as the
+# clients' doing (SPEC §3): the release still progressing (no rollback), no
+# endpoint ejected, no upstream error. Exits 1 if any check fails.
 # Everything it starts is stopped by PID on exit. Needs slowhttptest
 # (apt-get install -y slowhttptest), curl, python3 and a built binary (cargo
 # build; SWITCHYARD_BIN overrides target/debug/switchyard).
@@ -35,6 +38,7 @@ source scripts/local-run.sh
 need_tools slowhttptest curl python3
 
 backend_port=$(free_port)
+backend2_port=$(free_port)
 gw_port=$(free_port)
 admin_port=$(free_port)
 
@@ -76,6 +80,8 @@ ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
 EOF
 python3 "$work/backend.py" "$backend_port" >"$work/backend.log" 2>&1 &
 pids+=($!)
+python3 "$work/backend.py" "$backend2_port" >"$work/backend2.log" 2>&1 &
+pids+=($!)
 
 cat >"$work/switchyard.yaml" <<EOF
 workers: 2
@@ -97,6 +103,13 @@ backends:
   app:
     versions:
       v1: { endpoints: ["127.0.0.1:$backend_port"] }
+      v2: { endpoints: ["127.0.0.1:$backend2_port"] }
+    release:
+      strategy: canary
+      stable: v1
+      canary: v2
+      weight: 50
+      analysis: { interval: 1s, window: 30s, min_requests: 20, max_error_rate: 0.05, max_p99_latency: 3s }
 EOF
 "$BIN" --log-format json run -c "$work/switchyard.yaml" 2>"$work/gateway.log" &
 gw_pid=$!
@@ -222,6 +235,8 @@ for mode in "${MODES[@]}"; do
     rss_after=$(rss)
     alive=yes
     kill -0 "$gw_pid" 2>/dev/null || alive=no
+    curl -s --max-time 2 "http://127.0.0.1:$admin_port/status" >"$work/$mode-status.json" || true
+    curl -s --max-time 2 "http://127.0.0.1:$admin_port/metrics" >"$work/$mode-metrics.txt" || true
 
     if ! line=$(python3 - "$mode" "$work" "$rss_before" "$rss_peak" "$rss_after" \
         "$fds_before" "$fds_peak" "$fds_after" "$alive" <<'EOF'
@@ -268,7 +283,28 @@ else:
     # A slow reader sees the close only after draining what was already sent
     # to it, so the gateway's count is the one to trust.
     cut = closed
+# Whose failure: the release, ejections and upstream errors after the attack.
+import json
+try:
+    app = json.load(open(os.path.join(work, f"{mode}-status.json")))["backends"]["app"]
+except (OSError, ValueError, KeyError):
+    app = {}
+phase = app.get("phase", "unknown")
+ejected = sum(1 for v in app.get("versions", {}).values() for e in v.get("endpoints", []) if e.get("ejected"))
+def metric(name):
+    total = 0.0
+    for l in open(os.path.join(work, f"{mode}-metrics.txt"), errors="replace"):
+        if l.startswith(name + "{") or l.startswith(name + " "):
+            total += float(l.rsplit(" ", 1)[1])
+    return int(total)
+upstream_errors, aborts = metric("switchyard_upstream_errors_total"), metric("switchyard_client_aborts_total")
 problems = []
+if phase != "progressing":
+    problems.append(f"the release is {phase}: {app.get('reason')}")
+if ejected:
+    problems.append(f"{ejected} endpoint(s) ejected")
+if upstream_errors:
+    problems.append(f"{upstream_errors} upstream errors counted")
 if len(rows) < 3:
     problems.append(f"only {len(rows)} legitimate requests were sent")
 if rate < 99:
@@ -280,7 +316,8 @@ if fds_after > fds_before + 5:
 if not alive:
     problems.append("the gateway died")
 print(f"| {mode} | {len(rows)}, {rate:.1f} % 200 | {pct(50) * 1000:.1f} / {pct(99) * 1000:.0f} / {lat[-1] * 1000 if lat else 0:.0f} ms "
-      f"| {slow} | {closed}, peak {max(active, default=0)} open | {rss_before // 1024} / {rss_peak // 1024} / {rss_after // 1024} MiB | {fds_before} / {fds_peak} / {fds_after} |")
+      f"| {slow} | {closed}, peak {max(active, default=0)} open | {rss_before // 1024} / {rss_peak // 1024} / {rss_after // 1024} MiB | {fds_before} / {fds_peak} / {fds_after} "
+      f"| {phase}, {ejected} ejected, {upstream_errors} upstream errors, {aborts} client aborts |")
 for p in problems:
     print(f"FAIL {mode}: {p}", file=sys.stderr)
 sys.exit(1 if problems else 0)
@@ -293,8 +330,8 @@ EOF
 done
 
 echo
-echo "| mode | legitimate requests | legitimate p50 / p99 / max | slow connections | closed by the gateway | RSS before / peak / after | fds before / peak / after |"
-echo "|---|---|---|---|---|---|---|"
+echo "| mode | legitimate requests | legitimate p50 / p99 / max | slow connections | closed by the gateway | RSS before / peak / after | fds before / peak / after | release after (cumulative counts) |"
+echo "|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${summary[@]}"
 echo "(CONNS=$CONNS RATE=$RATE SECS=$SECS, binary $BIN)"
 if ((failed)); then
