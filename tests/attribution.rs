@@ -288,3 +288,48 @@ async fn a_request_moved_to_stable_after_a_refused_connect_is_a_fallback() {
     assert!(refused > 0.0, "the canary was never tried");
     assert_eq!(fallbacks, refused, "every moved request is a fallback");
 }
+
+/// What the upstream does counts against its version, as before: each kind
+/// of failure answered with its status, counted in
+/// `switchyard_upstream_errors_total{kind}` and in the version's window
+/// (5xx answers in the window only), never as a client abort.
+#[tokio::test]
+async fn every_upstream_failure_counts_against_its_version() {
+    let (refused, reset, garbage, silent) = (
+        Backend::closed_port(),
+        Backend::reset_after_request().await,
+        Backend::garbage().await,
+        Backend::silent().await,
+    );
+    let failing = Backend::start("v1").await;
+    failing.set_mode(Mode::Status(500));
+    let cases = [
+        (refused, 502, Some("connect")),
+        (reset.0, 502, Some("reset")),
+        (garbage.0, 502, Some("protocol")),
+        (silent.0, 504, Some("timeout")),
+        (failing.addr(), 500, None),
+    ];
+    let client = Client::new();
+    for (addr, status, kind) in cases {
+        let yaml = single(&[addr], "", "").replace(
+            "    backend: app\n",
+            "    backend: app\n    timeout: 500ms\n",
+        );
+        let gw = TestGateway::start(&yaml);
+        for _ in 0..3 {
+            assert_eq!(client.get(&gw.url("/")).await.status, status, "{kind:?}");
+        }
+        let all = samples(&client.get(&gw.admin_url("/metrics")).await.text());
+        if let Some(kind) = kind {
+            let counted = sample(&all, "switchyard_upstream_errors_total", &[("kind", kind)]);
+            assert_eq!(counted, 3.0, "{kind}");
+        }
+        assert_eq!(sample(&all, "switchyard_client_aborts_total", &[]), 0.0);
+        let status: serde_json::Value =
+            serde_json::from_slice(&client.get(&gw.admin_url("/status")).await.body)
+                .expect("status");
+        let window = &status["backends"]["app"]["versions"]["v1"]["window"];
+        assert_eq!(window["errors"], 3, "{kind:?}: {window}");
+    }
+}

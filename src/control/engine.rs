@@ -371,15 +371,23 @@ fn apply_live(backend: &BackendRt, state: &ReleaseState) {
 /// Logs a change and records its event; an analysis's change carries the
 /// figures it was decided on.
 fn report(backend: &str, change: &Change, evidence: Option<&Evidence>, shared: &Shared) {
-    let figures = evidence.map(Evidence::summary).unwrap_or_default();
+    let figures = evidence.map(Evidence::summary);
+    let kind = change.kind.as_str();
+    match (change.kind, &figures) {
+        (EventKind::Rollback, Some(evidence)) => {
+            tracing::warn!(backend, reason = %change.message, %evidence, "release rolled back")
+        }
+        (EventKind::Rollback, None) => {
+            tracing::warn!(backend, reason = %change.message, "release rolled back")
+        }
+        (_, Some(evidence)) => tracing::info!(backend, kind, %evidence, "{}", change.message),
+        (_, None) => tracing::info!(backend, kind, "{}", change.message),
+    }
     if change.kind == EventKind::Rollback {
         shared.metrics.rollbacks.with_label_values(&[backend]).inc();
-        tracing::warn!(backend, reason = %change.message, evidence = %figures, "release rolled back");
-    } else {
-        tracing::info!(backend, kind = change.kind.as_str(), evidence = %figures, "{}", change.message);
     }
-    let message = match evidence {
-        Some(_) => format!("{} [{figures}]", change.message),
+    let message = match &figures {
+        Some(evidence) => format!("{} [{evidence}]", change.message),
         None => change.message.clone(),
     };
     shared.events.push(change.kind, Some(backend), message);
