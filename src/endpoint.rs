@@ -6,15 +6,25 @@
 //! reload keeps its state, and the workers' pools (keyed by its `id`) keep
 //! its connections; the pool sweep forgets them once no snapshot lists it.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::Authority;
 
 use crate::clock::Clock;
-use crate::config::Outlier;
+use crate::config::{Outlier, Protocol};
 use crate::tls::UpstreamTls;
+
+/// What one connection to an upstream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    H1,
+    H2,
+}
+
+const WIRE_H1: u8 = 1;
+const WIRE_H2: u8 = 2;
 
 /// Ejections grow with each repeat, up to this many times `ejection_time`.
 const MAX_EJECTION_FACTOR: u32 = 10;
@@ -27,6 +37,12 @@ pub struct Endpoint {
     pub connect_timeout: Duration,
     /// TLS to this endpoint (the version's `tls`); `None` for plain HTTP.
     pub tls: Option<UpstreamTls>,
+    /// What the version is spoken to in.
+    pub protocol: Protocol,
+    /// For `auto` over TLS: what ALPN picked on the first connection
+    /// (0 unknown, [`WIRE_H1`], [`WIRE_H2`]); later connections go to that
+    /// pool. Written by the request path, once.
+    negotiated: AtomicU8,
     /// Written by the health probes; read by every request.
     pub healthy: AtomicBool,
     /// The gateway clock's milliseconds (`Clock::now_ms`) until which outlier
@@ -45,6 +61,7 @@ impl Endpoint {
         address: &str,
         connect_timeout: Duration,
         tls: Option<&UpstreamTls>,
+        protocol: Protocol,
     ) -> Option<Self> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Some(Endpoint {
@@ -53,6 +70,8 @@ impl Endpoint {
             authority: address.parse().ok()?,
             connect_timeout,
             tls: tls.cloned(),
+            protocol,
+            negotiated: AtomicU8::new(0),
             healthy: AtomicBool::new(true),
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
@@ -62,10 +81,40 @@ impl Endpoint {
     }
 
     /// Whether `self` reaches the same upstream in the same way as one made
-    /// from `connect_timeout` and `tls` (so a reload may keep it).
-    pub fn same_upstream(&self, connect_timeout: Duration, tls: Option<&UpstreamTls>) -> bool {
+    /// from `connect_timeout`, `tls` and `protocol` (so a reload may keep it).
+    pub fn same_upstream(
+        &self,
+        connect_timeout: Duration,
+        tls: Option<&UpstreamTls>,
+        protocol: Protocol,
+    ) -> bool {
         self.connect_timeout == connect_timeout
+            && self.protocol == protocol
             && self.tls.as_ref().map(|t| t.fingerprint) == tls.map(|t| t.fingerprint)
+    }
+
+    /// What the next request to this endpoint is sent in, when known: h2 for
+    /// `h2`, HTTP/1.1 for `http1` (and `auto` in the clear), ALPN's earlier
+    /// pick for `auto` over TLS (`None` until the first connection).
+    pub fn wire(&self) -> Option<Wire> {
+        match (self.protocol, self.tls.is_some()) {
+            (Protocol::Http1, _) | (Protocol::Auto, false) => Some(Wire::H1),
+            (Protocol::H2, _) => Some(Wire::H2),
+            (Protocol::Auto, true) => match self.negotiated.load(Ordering::Relaxed) {
+                WIRE_H1 => Some(Wire::H1),
+                WIRE_H2 => Some(Wire::H2),
+                _ => None,
+            },
+        }
+    }
+
+    /// Remembers what ALPN picked for an `auto` endpoint.
+    pub fn negotiated(&self, wire: Wire) {
+        let value = match wire {
+            Wire::H1 => WIRE_H1,
+            Wire::H2 => WIRE_H2,
+        };
+        self.negotiated.store(value, Ordering::Relaxed);
     }
 
     /// Passes its health checks (ejected or not).
@@ -138,7 +187,8 @@ mod tests {
     use tokio::time::advance;
 
     fn endpoint() -> Endpoint {
-        Endpoint::new("127.0.0.1:1", Duration::from_secs(1), None).expect("address")
+        Endpoint::new("127.0.0.1:1", Duration::from_secs(1), None, Protocol::Http1)
+            .expect("address")
     }
 
     const OUTLIER: Outlier = Outlier {

@@ -17,7 +17,7 @@ use http::{HeaderName, HeaderValue};
 use prometheus::IntCounter;
 
 use crate::clock::Clock;
-use crate::config::{self, Analysis, Config, LoadBalancing, Outlier, Release, Sticky};
+use crate::config::{self, Analysis, Config, LoadBalancing, Outlier, Protocol, Release, Sticky};
 use crate::endpoint::Endpoint;
 use crate::metrics::{Metrics, VersionMetrics};
 use crate::release::bucket::threshold;
@@ -252,7 +252,7 @@ impl BackendRt {
                         .iter()
                         .filter_map(|address| {
                             let timeout = backend.connect_timeout;
-                            endpoint(address, timeout, upstream_tls, before)
+                            endpoint(address, timeout, upstream_tls, v.protocol, before)
                         })
                         .collect(),
                     window: before
@@ -319,14 +319,15 @@ fn endpoint(
     address: &str,
     connect_timeout: Duration,
     tls: Option<&UpstreamTls>,
+    protocol: Protocol,
     before: Option<&VersionRt>,
 ) -> Option<Arc<Endpoint>> {
     let kept = before
         .and_then(|v| v.endpoints.iter().find(|e| e.address == address))
-        .filter(|e| e.same_upstream(connect_timeout, tls));
+        .filter(|e| e.same_upstream(connect_timeout, tls, protocol));
     match kept {
         Some(e) => Some(Arc::clone(e)),
-        None => Endpoint::new(address, connect_timeout, tls).map(Arc::new),
+        None => Endpoint::new(address, connect_timeout, tls, protocol).map(Arc::new),
     }
 }
 
@@ -416,7 +417,8 @@ mod tests {
                 .map(|i| {
                     let address = format!("127.0.0.1:{}", 9000 + i);
                     Arc::new(
-                        Endpoint::new(&address, Duration::from_secs(1), None).expect("endpoint"),
+                        Endpoint::new(&address, Duration::from_secs(1), None, Protocol::Http1)
+                            .expect("endpoint"),
                     )
                 })
                 .collect(),

@@ -21,7 +21,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use crate::config::{self, CertPaths, Config, ListenerTls};
+use crate::config::{self, CertPaths, Config, ListenerTls, Protocol};
 
 /// Why TLS material could not be loaded.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -168,9 +168,11 @@ impl UpstreamTls {
     }
 }
 
-/// TLS to one version's endpoints: the CA file's roots, or the system's.
-pub fn upstream(tls: &config::UpstreamTls) -> Result<UpstreamTls, TlsError> {
+/// TLS to one version's endpoints: the CA file's roots, or the system's;
+/// ALPN offers what `protocol` speaks (h2, http/1.1, or both for `auto`).
+pub fn upstream(tls: &config::UpstreamTls, protocol: Protocol) -> Result<UpstreamTls, TlsError> {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    protocol.as_str().hash(&mut hasher);
     let roots = match &tls.ca_file {
         Some(path) => {
             let mut roots = RootCertStore::empty();
@@ -208,8 +210,14 @@ pub fn upstream(tls: &config::UpstreamTls) -> Result<UpstreamTls, TlsError> {
         }
         None => None,
     };
+    let mut config = client_config(roots)?;
+    config.alpn_protocols = match protocol {
+        Protocol::Http1 => vec![b"http/1.1".to_vec()],
+        Protocol::H2 => vec![b"h2".to_vec()],
+        Protocol::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+    };
     Ok(UpstreamTls {
-        config: Arc::new(client_config(roots)?),
+        config: Arc::new(config),
         server_name,
         fingerprint: hasher.finish(),
     })
@@ -238,9 +246,10 @@ pub fn load(config: &Config) -> Result<TlsMaterial, TlsError> {
     for (backend, b) in &config.backends {
         for (version, v) in &b.versions {
             if let Some(tls) = &v.tls {
-                material
-                    .upstreams
-                    .insert((backend.clone(), version.clone()), upstream(tls)?);
+                material.upstreams.insert(
+                    (backend.clone(), version.clone()),
+                    upstream(tls, v.protocol)?,
+                );
             }
         }
     }

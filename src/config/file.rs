@@ -143,6 +143,16 @@ pub struct BackendFile {
 pub struct VersionFile {
     pub endpoints: Spanned<Vec<Spanned<String>>>,
     pub tls: Option<Spanned<UpstreamTlsFile>>,
+    pub protocol: Option<Spanned<ProtocolFile>>,
+}
+
+/// `protocol: http1 | h2 | auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProtocolFile {
+    Http1,
+    H2,
+    Auto,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,10 +173,18 @@ pub enum LoadBalancingFile {
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckFile {
     pub path: Option<Spanned<String>>,
+    pub grpc: Option<Spanned<GrpcCheckFile>>,
     pub interval: Option<Spanned<Dur>>,
     pub timeout: Option<Spanned<Dur>>,
     pub healthy_threshold: Option<Spanned<u32>>,
     pub unhealthy_threshold: Option<Spanned<u32>>,
+}
+
+/// `health_check.grpc: { service: "" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcCheckFile {
+    pub service: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

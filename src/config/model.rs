@@ -124,6 +124,30 @@ pub struct Version {
     /// `host:port`, host being an IP address or a DNS name.
     pub endpoints: Vec<String>,
     pub tls: Option<UpstreamTls>,
+    pub protocol: Protocol,
+}
+
+/// What a version's endpoints are spoken to in (SPEC §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// HTTP/1.1 (the default).
+    #[default]
+    Http1,
+    /// HTTP/2: h2c by prior knowledge in the clear, h2 by ALPN over TLS.
+    H2,
+    /// With `tls`: whatever ALPN picks (h2 or HTTP/1.1); in the clear,
+    /// HTTP/1.1.
+    Auto,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::H2 => "h2",
+            Protocol::Auto => "auto",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -135,6 +159,9 @@ pub struct UpstreamTls {
 #[derive(Debug, Clone, PartialEq)]
 pub struct HealthCheck {
     pub path: String,
+    /// `grpc`: probe with `grpc.health.v1.Health/Check` for this service
+    /// name ("" = the server as a whole) instead of `GET path`.
+    pub grpc: Option<String>,
     pub interval: Duration,
     pub timeout: Duration,
     pub healthy_threshold: u32,

@@ -10,17 +10,15 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use http::{Request, Uri};
-use http_body_util::BodyExt;
 use tokio::task::JoinHandle;
 
+use super::probe;
 use crate::config::HealthCheck;
 use crate::endpoint::Endpoint;
 use crate::events::EventKind;
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
-use crate::tls::UpstreamTls;
-use crate::upstream::{client, HttpClient, RequestBody};
+use crate::upstream::HeadTimer;
 
 /// Consecutive probe results → health, with hysteresis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,16 +104,10 @@ impl Probes {
                             if let Some(probe) = other {
                                 probe.task.abort();
                             }
-                            let tls = snapshot
-                                .tls
-                                .upstreams
-                                .get(&(key.0.clone(), key.1.clone()))
-                                .cloned();
                             let target = Target {
                                 backend: key.0.clone(),
                                 version: key.1.clone(),
                                 endpoint: Arc::clone(endpoint),
-                                tls,
                             };
                             let task = tokio::spawn(run(target, check.clone(), Arc::clone(shared)));
                             next.insert(
@@ -151,7 +143,6 @@ struct Target {
     backend: String,
     version: String,
     endpoint: Arc<Endpoint>,
-    tls: Option<UpstreamTls>,
 }
 
 /// Probes one endpoint every `interval` until aborted.
@@ -160,22 +151,14 @@ async fn run(target: Target, check: HealthCheck, shared: Arc<Shared>) {
         backend,
         version,
         endpoint,
-        tls,
     } = target;
-    let client = client::build(check.timeout, tls.as_ref());
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let uri: Option<Uri> = format!("{scheme}://{}{}", endpoint.address, check.path)
-        .parse()
-        .ok();
     let mut counter = Counter::new(endpoint.healthy.load(Ordering::Relaxed));
     let mut tick = tokio::time::interval(check.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut timer = HeadTimer::default();
     loop {
         tick.tick().await;
-        let ok = match &uri {
-            Some(uri) => probe(&client, uri, &check).await,
-            None => false,
-        };
+        let ok = probe::probe(&endpoint, &check, &mut timer).await;
         if let Some(healthy) = counter.observe(ok, &check) {
             endpoint.healthy.store(healthy, Ordering::Relaxed);
             let message = if healthy {
@@ -198,25 +181,6 @@ async fn run(target: Target, check: HealthCheck, shared: Arc<Shared>) {
     }
 }
 
-async fn probe(client: &HttpClient, uri: &Uri, check: &HealthCheck) -> bool {
-    let Ok(request) = Request::get(uri.clone())
-        .header("user-agent", "switchyard-probe")
-        .body(RequestBody::empty())
-    else {
-        return false;
-    };
-    let answered = tokio::time::timeout(check.timeout, async {
-        // The timeout around it bounds the head and the body together.
-        let response = client.request(request).await.ok()?;
-        let status = response.status();
-        // Read the body so the connection can be reused for the next probe.
-        let _ = response.into_body().collect().await;
-        Some(status)
-    })
-    .await;
-    matches!(answered, Ok(Some(status)) if status.is_success() || status.is_redirection())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +189,7 @@ mod tests {
     fn check() -> HealthCheck {
         HealthCheck {
             path: "/health".into(),
+            grpc: None,
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
             healthy_threshold: 2,

@@ -13,6 +13,7 @@ pub mod analysis;
 pub mod engine;
 pub mod handle;
 pub mod health;
+mod probe;
 pub mod prometheus;
 pub mod state_file;
 pub mod watch;

@@ -19,7 +19,7 @@ use hyper_util::client::legacy::Client;
 use super::analysis::{judge_figures, Judged, Query};
 use crate::release::verdict::Figures;
 use crate::tls::{TlsError, UpstreamTls};
-use crate::upstream::client::{self, Scheme};
+use crate::upstream::client;
 
 pub const DEFAULT_REQUESTS: &str = r#"sum(increase(switchyard_requests_total{backend="{backend}",version="{version}"}[{window}]))"#;
 pub const DEFAULT_ERROR_RATE: &str = r#"sum(rate(switchyard_requests_total{backend="{backend}",version="{version}",code="5xx"}[{window}])) / sum(rate(switchyard_requests_total{backend="{backend}",version="{version}"}[{window}]))"#;
@@ -34,7 +34,7 @@ pub type PromClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 /// Loads the system roots on first use: call it at start, not on a runtime.
 pub fn client() -> Result<PromClient, TlsError> {
     let tls = UpstreamTls::system()?;
-    Ok(client::https(QUERY_TIMEOUT, &tls, Scheme::HttpOrHttps))
+    Ok(client::https(QUERY_TIMEOUT, &tls))
 }
 
 /// Fills the placeholders of a query.

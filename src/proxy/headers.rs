@@ -4,7 +4,7 @@
 //! endpoint.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{PathAndQuery, Scheme, Uri};
+use http::uri::{PathAndQuery, Uri};
 use http::{Request, Version};
 use hyper::body::Incoming;
 
@@ -223,33 +223,29 @@ pub fn copy_head(parts: &http::request::Parts) -> http::request::Parts {
     copy
 }
 
-/// Points the request at `endpoint`: origin-form with a Host header for our
-/// own pooled connections, absolute-form for the TLS client (it connects by
-/// the URI).
+/// Points the request at `endpoint`: origin-form, with the `Host` it was
+/// routed by (the endpoint's authority when the client sent none). The
+/// upstream turns it into what its protocol wants.
 pub fn prepare_target(
     endpoint: &Endpoint,
     parts: &mut http::request::Parts,
 ) -> Result<(), ProxyError> {
-    let path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let uri = if endpoint.tls.is_some() {
-        Uri::builder()
-            .scheme(Scheme::HTTPS)
-            .authority(endpoint.authority.clone())
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::builder()
             .path_and_query(path)
             .build()
-    } else {
-        if !parts.headers.contains_key(header::HOST) {
-            if let Ok(host) = HeaderValue::from_str(endpoint.authority.as_str()) {
-                parts.headers.insert(header::HOST, host);
-            }
+            .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+    }
+    if !parts.headers.contains_key(header::HOST) {
+        if let Ok(host) = HeaderValue::from_str(endpoint.authority.as_str()) {
+            parts.headers.insert(header::HOST, host);
         }
-        Uri::builder().path_and_query(path).build()
-    };
-    parts.uri = uri.map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+    }
     Ok(())
 }
 

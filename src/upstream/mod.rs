@@ -1,18 +1,21 @@
 //! The upstream subsystem: connecting, pooling, one exchange, and the bodies
 //! that hand a connection back to the pool.
 //!
-//! Plain HTTP/1.1 endpoints go through each worker's own pool of
-//! `http1::SendRequest` handles (`pool`, `connect`), so a worker's upstream
-//! connections live on its own runtime; TLS endpoints through this worker's
-//! hyper-rustls client for the endpoint (`client`). [`exchange`] sends one
-//! request and turns every failure into the [`ProxyError`] that decides the
-//! client's status.
+//! Every endpoint goes through this worker's own connections, so a worker's
+//! upstream connections live on its own runtime: a pool of idle HTTP/1.1
+//! connections (`pool`) and a pool of multiplexed h2 connections
+//! (`h2_pool`), plain or TLS (`connect`). [`exchange`] sends one request in
+//! what the endpoint speaks and turns every failure into the [`ProxyError`]
+//! that decides the client's status. A request an h2 upstream refused
+//! unprocessed (REFUSED_STREAM, GOAWAY) is sent again on another connection
+//! when its body can be replayed, without counting as a failure.
 //!
 //! Below it: the snapshot's endpoints, the TLS material and the error type.
 //! It knows nothing of routes, versions or releases.
 
 pub mod client;
 mod connect;
+mod h2_pool;
 pub mod pool;
 mod request_body;
 mod response_body;
@@ -22,16 +25,22 @@ use std::error::Error as StdError;
 use std::io;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, Scheme, Uri};
+use http::{Request, Response, Version};
 
-pub use client::HttpClient;
+use connect::Connected;
 use pool::Pooled;
 pub use request_body::{BodyProgress, BodyTooLarge, ClientBodyError, RequestBody};
+use response_body::Hold;
 pub use response_body::UpstreamBody;
 pub use timer::HeadTimer;
 
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, Wire};
 use crate::error::ProxyError;
+
+/// Tries of one request on fresh h2 connections after refusals.
+const H2_TRIES: usize = 3;
 
 /// A failed exchange. `unsent` gives the request back when nothing of it
 /// left the gateway (the connection could not be made), so it can go to
@@ -50,9 +59,9 @@ impl From<ProxyError> for Failed {
     }
 }
 
-/// Sends `req` to `endpoint` and waits for the response head, at most
-/// `timeout` (timed by `timer`). Plain HTTP goes through the worker's own
-/// connection pool; TLS through the endpoint's hyper-rustls client.
+/// Sends `req` (origin-form, with its `Host`) to `endpoint` and waits for
+/// the response head, at most `timeout` (timed by `timer`), in HTTP/1.1 or
+/// h2 as the endpoint speaks.
 pub async fn exchange(
     endpoint: &Endpoint,
     req: Request<RequestBody>,
@@ -60,18 +69,13 @@ pub async fn exchange(
     timeout: Duration,
     body_limit: u64,
 ) -> Result<Response<UpstreamBody>, Failed> {
-    if let Some(tls) = &endpoint.tls {
-        let sent = client::send_tls(endpoint, tls, req);
-        return match timer.run(timeout, sent).await {
-            Some(Ok(response)) => Ok(response.map(|body| UpstreamBody::new(body, None))),
-            Some(Err(e)) => Err(classify_chain(&e, e.is_connect(), body_limit).into()),
-            None => Err(ProxyError::Timeout.into()),
-        };
-    }
-    match timer
-        .run(timeout, send_pooled(endpoint, req, body_limit))
-        .await
-    {
+    let sent = match endpoint.wire() {
+        Some(Wire::H2) => timer.run(timeout, send_h2(endpoint, req, body_limit)).await,
+        // HTTP/1.1, or `auto` before ALPN has picked (the first connection
+        // tells).
+        _ => timer.run(timeout, send_h1(endpoint, req, body_limit)).await,
+    };
+    match sent {
         Some(result) => result,
         None => Err(ProxyError::Timeout.into()),
     }
@@ -81,10 +85,10 @@ pub async fn exchange(
 /// everything of endpoints `alive` rejects.
 pub fn sweep(alive: &dyn Fn(u64) -> bool) {
     pool::sweep(alive);
-    client::sweep(alive);
+    h2_pool::sweep(alive);
 }
 
-async fn send_pooled(
+async fn send_h1(
     endpoint: &Endpoint,
     mut req: Request<RequestBody>,
     body_limit: u64,
@@ -93,7 +97,12 @@ async fn send_pooled(
         let (mut sender, reused) = match pool::checkout(endpoint.id) {
             Some(sender) => (sender, true),
             None => match connect::connect(endpoint).await {
-                Ok(sender) => (sender, false),
+                Ok(Connected::H1(sender)) => (sender, false),
+                // `auto`: ALPN picked h2 on this first connection.
+                Ok(Connected::H2(sender, max_streams)) => {
+                    let first = h2_pool::add(endpoint.id, sender, max_streams);
+                    return send_h2_from(endpoint, req, body_limit, Some(first)).await;
+                }
                 Err(error) => {
                     return Err(Failed {
                         error,
@@ -112,7 +121,7 @@ async fn send_pooled(
                     id: endpoint.id,
                     sender,
                 };
-                return Ok(response.map(|body| UpstreamBody::new(body, Some(pooled))));
+                return Ok(response.map(|body| UpstreamBody::new(body, Hold::H1(pooled))));
             }
             Err(mut failed) => match failed.take_message() {
                 // Never written to a reused connection that turned out dead:
@@ -122,6 +131,148 @@ async fn send_pooled(
             },
         }
     }
+}
+
+async fn send_h2(
+    endpoint: &Endpoint,
+    req: Request<RequestBody>,
+    body_limit: u64,
+) -> Result<Response<UpstreamBody>, Failed> {
+    send_h2_from(endpoint, req, body_limit, None).await
+}
+
+/// Sends `req` on a pooled h2 connection with room for it (`first`, when
+/// given), opening one when all are full. A request the upstream refused
+/// unprocessed goes again on a fresh connection while its body can be
+/// replayed.
+async fn send_h2_from(
+    endpoint: &Endpoint,
+    req: Request<RequestBody>,
+    body_limit: u64,
+    mut first: Option<(connect::H2Sender, h2_pool::StreamSlot)>,
+) -> Result<Response<UpstreamBody>, Failed> {
+    let progress = req.body().progress();
+    if let Some(progress) = &progress {
+        progress.keep_for_replay_now();
+    }
+    let mut req = to_h2_form(endpoint, req);
+    // Kept to send the request again after a refusal.
+    let head = copy_head(&req);
+    for _ in 0..H2_TRIES {
+        let (mut sender, slot) = match first.take().or_else(|| h2_pool::checkout(endpoint.id)) {
+            Some(pair) => pair,
+            None => match connect::connect(endpoint).await {
+                Ok(Connected::H2(sender, max)) => h2_pool::add(endpoint.id, sender, max),
+                Ok(Connected::H1(_)) => {
+                    let error =
+                        ProxyError::Protocol("ALPN picked HTTP/1.1 for an h2 endpoint".into());
+                    return Err(error.into());
+                }
+                Err(error) => {
+                    let unsent = Some(from_h2_form(req));
+                    return Err(Failed { error, unsent });
+                }
+            },
+        };
+        match sender.try_send_request(req).await {
+            Ok(response) => {
+                return Ok(response.map(|body| UpstreamBody::new(body, Hold::H2 { _slot: slot })))
+            }
+            Err(mut failed) => {
+                drop(slot);
+                if let Some(unsent) = failed.take_message() {
+                    // Never left the gateway (the connection was closing).
+                    req = unsent;
+                    continue;
+                }
+                let replay = match &progress {
+                    None => Some(RequestBody::empty()),
+                    Some(progress) => progress.replay(),
+                };
+                match (refused(failed.error()), replay) {
+                    (true, Some(body)) => {
+                        tracing::debug!(endpoint = %endpoint.address, "h2 stream refused unprocessed: sending it again");
+                        req = Request::from_parts(copy_parts(&head), body);
+                    }
+                    _ => return Err(classify_chain(failed.error(), false, body_limit).into()),
+                }
+            }
+        }
+    }
+    Err(ProxyError::Reset("the upstream refused the request on every connection".into()).into())
+}
+
+/// Whether an h2 error says the request was not processed: the stream was
+/// refused, or fell under a GOAWAY.
+fn refused(err: &(dyn StdError + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.is_go_away() || h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// An origin-form request with `Host` as h2 wants it: absolute URI (scheme,
+/// the Host as `:authority`), no `Host` header.
+fn to_h2_form(endpoint: &Endpoint, req: Request<RequestBody>) -> Request<RequestBody> {
+    let (mut parts, body) = req.into_parts();
+    let authority = parts
+        .headers
+        .remove(header::HOST)
+        .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+        .unwrap_or_else(|| endpoint.authority.clone());
+    let scheme = if endpoint.tls.is_some() {
+        Scheme::HTTPS
+    } else {
+        Scheme::HTTP
+    };
+    let mut uri = parts.uri.clone().into_parts();
+    uri.scheme = Some(scheme);
+    uri.authority = Some(authority);
+    if let Ok(absolute) = Uri::from_parts(uri) {
+        parts.uri = absolute;
+    }
+    parts.version = Version::HTTP_2;
+    Request::from_parts(parts, body)
+}
+
+/// Back to origin-form with `Host` (a request given back unsent, for another
+/// endpoint).
+fn from_h2_form(req: Request<RequestBody>) -> Request<RequestBody> {
+    let (mut parts, body) = req.into_parts();
+    if let Some(authority) = parts.uri.authority() {
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+            parts.headers.insert(header::HOST, host);
+        }
+    }
+    if let Some(path) = parts.uri.path_and_query().cloned() {
+        if let Ok(origin) = Uri::builder().path_and_query(path).build() {
+            parts.uri = origin;
+        }
+    }
+    parts.version = Version::HTTP_11;
+    Request::from_parts(parts, body)
+}
+
+fn copy_head(req: &Request<RequestBody>) -> http::request::Parts {
+    let (mut head, ()) = Request::new(()).into_parts();
+    head.method = req.method().clone();
+    head.uri = req.uri().clone();
+    head.version = req.version();
+    head.headers = req.headers().clone();
+    head
+}
+
+fn copy_parts(head: &http::request::Parts) -> http::request::Parts {
+    let (mut copy, ()) = Request::new(()).into_parts();
+    copy.method = head.method.clone();
+    copy.uri = head.uri.clone();
+    copy.version = head.version;
+    copy.headers = head.headers.clone();
+    copy
 }
 
 /// Walks an error's sources to the failure they stand for; `connect` says

@@ -1,6 +1,7 @@
-//! [`UpstreamBody`]: an upstream response body, streamed frame by frame;
-//! when it has been read to its end, its connection goes back to the
-//! worker's pool (any other connection is closed by dropping it).
+//! [`UpstreamBody`]: an upstream response body, streamed frame by frame.
+//! An HTTP/1 connection goes back to the worker's pool once the body has been
+//! read to its end (any other is closed by dropping it); an h2 stream frees
+//! its place on its connection when the body is dropped.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -9,22 +10,33 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::h2_pool::StreamSlot;
 use super::pool::{self, Pooled};
+
+/// What an upstream body holds of its connection.
+pub enum Hold {
+    /// Nothing to give back (an upgraded connection).
+    Nothing,
+    /// An HTTP/1 connection, pooled again when the body ends.
+    H1(Pooled),
+    /// A stream's place on an h2 connection, freed when dropped.
+    H2 { _slot: StreamSlot },
+}
 
 /// An upstream response body. Its pooled connection, if any, goes back to
 /// the worker's pool once the body has been read to its end.
 pub struct UpstreamBody {
     inner: Incoming,
     /// The connection this body comes from.
-    pooled: Option<Pooled>,
+    hold: Hold,
     ended: bool,
 }
 
 impl UpstreamBody {
-    pub(super) fn new(inner: Incoming, pooled: Option<Pooled>) -> Self {
+    pub(super) fn new(inner: Incoming, hold: Hold) -> Self {
         UpstreamBody {
             inner,
-            pooled,
+            hold,
             ended: false,
         }
     }
@@ -32,7 +44,7 @@ impl UpstreamBody {
     /// The connection carries something else from now on (a 101 upgrade):
     /// it never goes back to the pool.
     pub fn forget_connection(&mut self) {
-        self.pooled = None;
+        self.hold = Hold::Nothing;
     }
 }
 
@@ -62,7 +74,7 @@ impl Body for UpstreamBody {
 
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
-        if let Some(pooled) = self.pooled.take() {
+        if let Hold::H1(pooled) = std::mem::replace(&mut self.hold, Hold::Nothing) {
             // Only a connection whose response was read to its end can carry
             // the next request.
             if self.ended || self.inner.is_end_stream() {

@@ -56,12 +56,37 @@ fn backend(name: &str, b: &Spanned<BackendFile>, p: &mut Problems) -> Option<Bac
             .iter()
             .map(|e| e.value.clone())
             .collect();
-        versions.insert(vname.clone(), Version { endpoints, tls });
+        let protocol = match v.value.protocol.as_ref().map(|p| p.value) {
+            None | Some(ProtocolFile::Http1) => Protocol::Http1,
+            Some(ProtocolFile::H2) => Protocol::H2,
+            Some(ProtocolFile::Auto) => Protocol::Auto,
+        };
+        versions.insert(
+            vname.clone(),
+            Version {
+                endpoints,
+                tls,
+                protocol,
+            },
+        );
     }
     let health_check = file
         .health_check
         .as_ref()
         .map(|h| health_check(&h.value, p));
+    if let (Some(check), Some(h)) = (&health_check, &file.health_check) {
+        let speaks_h2 = |v: &Version| match v.protocol {
+            Protocol::H2 => true,
+            Protocol::Auto => v.tls.is_some(),
+            Protocol::Http1 => false,
+        };
+        if check.grpc.is_some() && !versions.values().all(speaks_h2) {
+            p.at(
+                h,
+                "health_check.grpc needs every version to speak HTTP/2 (protocol: h2, or auto with tls)",
+            );
+        }
+    }
     let outlier = file.outlier.as_ref().map_or_else(Outlier::default, |o| {
         let d = Outlier::default();
         Outlier {
@@ -139,6 +164,15 @@ fn endpoint(ep: &Spanned<String>, p: &mut Problems) {
 }
 
 fn health_check(h: &HealthCheckFile, p: &mut Problems) -> HealthCheck {
+    if let (Some(path), Some(_)) = (&h.path, &h.grpc) {
+        p.at(path, "health_check: `path` and `grpc` exclude each other");
+    }
+    let grpc = h.grpc.as_ref().map(|g| {
+        g.value
+            .service
+            .as_ref()
+            .map_or_else(String::new, |s| s.value.clone())
+    });
     let path = match &h.path {
         Some(s) if !s.value.starts_with('/') => {
             p.at(s, "health_check.path must start with /");
@@ -157,6 +191,7 @@ fn health_check(h: &HealthCheckFile, p: &mut Problems) -> HealthCheck {
     };
     HealthCheck {
         path,
+        grpc,
         interval: dur_or(
             &h.interval,
             Duration::from_secs(2),
