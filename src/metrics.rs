@@ -4,6 +4,8 @@
 //! snapshot is built, never per request. State gauges (weights, phases,
 //! endpoint health) are refreshed when `/metrics` is scraped.
 
+use std::sync::OnceLock;
+
 use prometheus::core::Collector;
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
@@ -37,6 +39,7 @@ pub struct Metrics {
     pub fallbacks: IntCounterVec,
     pub mirror_dropped: IntCounterVec,
     client_aborts: IntCounterVec,
+    grpc_responses: IntCounterVec,
     reloads: IntCounterVec,
     pub active_connections: IntGaugeVec,
 }
@@ -62,6 +65,30 @@ impl VersionMetrics {
     pub fn upstream_error(&self, kind: UpstreamFailure) {
         let i = FAILURE_KINDS.iter().position(|k| *k == kind).unwrap_or(0);
         self.errors[i].inc();
+    }
+}
+
+/// `switchyard_grpc_responses_total` for one version: a handle per status
+/// code, made on the first answer with that code (a label set appears once
+/// something happened under it).
+pub struct GrpcCodes {
+    vec: IntCounterVec,
+    backend: String,
+    version: String,
+    handles: [OnceLock<IntCounter>; 17],
+}
+
+impl GrpcCodes {
+    /// Counts one answer with status `code` (named by `name`).
+    pub fn count(&self, code: u32, name: &str) {
+        let make = || {
+            self.vec
+                .with_label_values(&[&self.backend, &self.version, name])
+        };
+        match self.handles.get(code as usize) {
+            Some(handle) => handle.get_or_init(make).inc(),
+            None => make().inc(),
+        }
     }
 }
 
@@ -132,6 +159,11 @@ impl Metrics {
                 "Requests served by the other version because the chosen one had no usable endpoint",
                 &["backend", "from", "to"],
             ),
+            grpc_responses: counter(
+                "switchyard_grpc_responses_total",
+                "gRPC answers by grpc-status (trailers-only or in the trailers)",
+                &["backend", "version", "grpc_code"],
+            ),
             client_aborts: counter(
                 "switchyard_client_aborts_total",
                 "Requests the client abandoned (closed or reset before the answer ended, or let its body stall): the client's failure, never the version's",
@@ -180,6 +212,16 @@ impl Metrics {
         self.reloads
             .with_label_values(&[if success { "success" } else { "error" }])
             .inc();
+    }
+
+    /// `switchyard_grpc_responses_total` for one version.
+    pub fn grpc_codes(&self, backend: &str, version: &str) -> GrpcCodes {
+        GrpcCodes {
+            vec: self.grpc_responses.clone(),
+            backend: backend.to_string(),
+            version: version.to_string(),
+            handles: std::array::from_fn(|_| OnceLock::new()),
+        }
     }
 
     /// Reloads applied (`true`) or refused (`false`) since start.

@@ -19,7 +19,7 @@ use prometheus::IntCounter;
 use crate::clock::Clock;
 use crate::config::{self, Analysis, Config, LoadBalancing, Outlier, Protocol, Release, Sticky};
 use crate::endpoint::Endpoint;
-use crate::metrics::{Metrics, VersionMetrics};
+use crate::metrics::{GrpcCodes, Metrics, VersionMetrics};
 use crate::release::bucket::threshold;
 use crate::release::split::{Split, VersionIdx};
 use crate::release::table::RouteTable;
@@ -97,6 +97,8 @@ pub struct VersionRt {
     pub endpoints: Vec<Arc<Endpoint>>,
     /// Recent requests, for the analysis; carried over across reloads.
     pub window: Arc<Window>,
+    /// gRPC answers by status.
+    pub grpc_codes: GrpcCodes,
     next: AtomicUsize,
 }
 
@@ -259,6 +261,7 @@ impl BackendRt {
                         .map(|b| &b.window)
                         .filter(|w| w.span() == span)
                         .map_or_else(|| Arc::new(Window::new(span)), Arc::clone),
+                    grpc_codes: metrics.grpc_codes(&backend.name, name),
                     next: AtomicUsize::new(0),
                 }
             })
@@ -399,6 +402,14 @@ impl Snapshot {
         }
     }
 
+    /// Whether endpoint `id` is one of this snapshot's.
+    pub fn has_endpoint(&self, id: u64) -> bool {
+        self.backends
+            .iter()
+            .flat_map(|b| &b.versions)
+            .any(|v| v.endpoints.iter().any(|e| e.id == id))
+    }
+
     pub fn backend(&self, name: &str) -> Option<&Arc<BackendRt>> {
         self.backends.iter().find(|b| b.name == name)
     }
@@ -423,6 +434,7 @@ mod tests {
                 })
                 .collect(),
             window: Arc::new(Window::new(Duration::from_secs(10))),
+            grpc_codes: Metrics::new().grpc_codes("b", "v1"),
             next: AtomicUsize::new(0),
         }
     }

@@ -104,8 +104,14 @@ impl Control {
         let (verdicts_tx, mut verdicts_rx) = mpsc::channel(16);
         let mut tick = tokio::time::interval(ENGINE_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The probes' upstream connections live in this thread's pools.
+        let mut sweep = tokio::time::interval(crate::upstream::pool::SWEEP_INTERVAL);
         loop {
             tokio::select! {
+                _ = sweep.tick() => {
+                    let snapshot = self.shared.snapshot.load_full();
+                    crate::upstream::sweep(&|id| snapshot.has_endpoint(id));
+                }
                 trigger = triggers.recv() => match trigger {
                     None => return,
                     Some(Trigger::FileChanged) => {

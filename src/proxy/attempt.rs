@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::request::Parts;
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, StatusCode};
 use prometheus::IntCounterVec;
 use tokio::time::Instant;
 
 use super::exchange::{Exchange, Tried};
+use super::grpc::{self, CallWatch};
 use super::headers::{copy_head, prepare_target};
 use crate::clock::Clock;
 use crate::endpoint::{Endpoint, InFlight};
@@ -24,15 +25,26 @@ use crate::upstream::{self, HeadTimer, RequestBody, UpstreamBody};
 
 /// Where the attempts of one request go.
 pub struct Target<'a> {
-    pub backend: &'a BackendRt,
-    /// The route timeout: the wait for the response head.
+    pub backend: &'a Arc<BackendRt>,
+    /// The wait for the response head: the route timeout, or a gRPC call's
+    /// deadline when shorter.
     pub timeout: Duration,
+    /// A gRPC call: judged on its `grpc-status`.
+    pub grpc: bool,
     pub body_limit: u64,
     /// Where an outlier ejection is reported.
     pub events: &'a Events,
     pub clock: Clock,
     /// Version fallbacks (a retry on stable is one), by backend, from, to.
     pub fallbacks: &'a IntCounterVec,
+}
+
+/// What kind of request a plan is for.
+#[derive(Debug, Clone, Copy)]
+pub struct Kind {
+    pub bodiless: bool,
+    pub upgrade: bool,
+    pub grpc: bool,
 }
 
 /// What a request may need beyond its attempt: a retry on stable when the
@@ -49,13 +61,20 @@ impl Plan {
         backend: &BackendRt,
         decision: &Decision,
         head: &Parts,
-        bodiless: bool,
-        upgrade: bool,
+        request: Kind,
         mirror_roll: impl FnOnce() -> u32,
     ) -> Plan {
-        // Only bodiless or idempotent requests can be sent twice.
+        let Kind {
+            bodiless,
+            upgrade,
+            grpc,
+        } = request;
+        // Only bodiless or idempotent requests can be sent twice, and gRPC
+        // calls whose body is kept whole (unary ones, in practice).
         let replayable = !upgrade
-            && (bodiless || matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS));
+            && (bodiless
+                || grpc
+                || matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS));
         let on_canary = backend.canary() == Some(decision.version);
         // A request forced onto a version by the override header is answered
         // by that version, failure or not: hiding it would defeat the preview.
@@ -89,6 +108,10 @@ pub async fn with_retry(
     ex: &mut Exchange<'_>,
 ) -> Result<Response<UpstreamBody>, ProxyError> {
     let copy = retry_on.map(|stable| (stable, copy_head(&parts)));
+    let progress = copy.as_ref().and_then(|_| body.progress());
+    if progress.is_some() {
+        body.keep_for_replay();
+    }
     let (timer, tried) = (&mut ex.timer, &mut ex.tried);
     let mut result = once(
         target,
@@ -102,10 +125,18 @@ pub async fn with_retry(
     .await;
     if let Some((stable, head)) = copy {
         let failed = match &result {
-            Ok(response) => response.status().is_server_error(),
+            Ok(response) => {
+                response.status().is_server_error()
+                    || (target.grpc && grpc::failed(response.headers()))
+            }
             Err(e) => e.upstream_failure().is_some(),
         };
-        if failed {
+        // A body goes again only as kept (a gRPC call's, whole).
+        let again = match &progress {
+            None => Some(RequestBody::empty()),
+            Some(progress) => progress.replay(),
+        };
+        if let (true, Some(body)) = (failed, again) {
             // Nothing reached the client yet: the canary's failure is
             // recorded in its window, the client gets the stable answer.
             drop(result);
@@ -121,7 +152,6 @@ pub async fn with_retry(
             ex.version = Some(stable);
             ex.retried = true;
             let (timer, tried) = (&mut ex.timer, &mut ex.tried);
-            let body = RequestBody::empty();
             result = once(target, &metrics[stable], stable, head, body, timer, tried).await;
         }
     }
@@ -169,7 +199,7 @@ pub async fn once(
         };
         let elapsed = started.elapsed();
         tried.upstream_ms = Some(elapsed.as_secs_f64() * 1e3);
-        record_outcome(target, v, endpoint, &result, elapsed, metrics);
+        tried.call = record_outcome(target, version, endpoint, &result, elapsed, metrics);
         let next = match unsent {
             Some(unsent) if !next_tried => v
                 .pick_other(endpoint, &target.clock)
@@ -192,18 +222,22 @@ pub async fn once(
 }
 
 /// Feeds the metrics, the analysis window and the outlier detector.
+/// Feeds the metrics, the analysis window and the outlier detector; a gRPC
+/// call answered with messages is judged later, on its trailers (the watch
+/// returned).
 fn record_outcome(
     target: &Target<'_>,
-    version: &VersionRt,
+    version: usize,
     endpoint: &Endpoint,
     result: &Result<Response<UpstreamBody>, ProxyError>,
     elapsed: Duration,
     metrics: &VersionMetrics,
-) {
+) -> Option<CallWatch> {
     if result.as_ref().is_err_and(ProxyError::is_client_abort) {
         // The client's doing: nothing against the version (SPEC §3).
-        return;
+        return None;
     }
+    let v = &target.backend.versions[version];
     let status = match result {
         Ok(response) => response.status(),
         Err(e) => e.status(),
@@ -213,21 +247,36 @@ fn record_outcome(
         metrics.upstream_error(kind);
     }
     let error = match result {
+        Ok(response) if target.grpc && response.status() == StatusCode::OK => {
+            match grpc::status(response.headers()) {
+                // Trailers-only: the status is in the head.
+                Some(code) => {
+                    v.grpc_codes.count(code, grpc::name(code));
+                    grpc::is_failure(code)
+                }
+                None => {
+                    endpoint.record_success();
+                    let backend = Arc::clone(target.backend);
+                    return Some(CallWatch::new(backend, version, elapsed, target.clock));
+                }
+            }
+        }
         Ok(response) => response.status().is_server_error(),
         Err(e) => match e.upstream_failure() {
             Some(_) => true,
             // The client's fault (body too large): not the version's.
-            None => return,
+            None => return None,
         },
     };
-    version.window.record(target.clock.now_ms(), elapsed, error);
+    v.window.record(target.clock.now_ms(), elapsed, error);
     match result.as_ref().map_err(ProxyError::upstream_failure) {
         Ok(_) => endpoint.record_success(),
         Err(Some(UpstreamFailure::Connect | UpstreamFailure::Reset | UpstreamFailure::Timeout)) => {
-            record_failure(target, version, endpoint);
+            record_failure(target, v, endpoint);
         }
         Err(_) => {}
     }
+    None
 }
 
 /// One more failure in the endpoint's streak; reports an ejection.

@@ -15,6 +15,7 @@ use http_body::{Body, Frame, SizeHint};
 use prometheus::IntCounter;
 use tokio::time::Sleep;
 
+use super::grpc::{self, CallWatch};
 use crate::endpoint::InFlight;
 use crate::server::conn::ConnState;
 use crate::upstream::UpstreamBody;
@@ -46,6 +47,8 @@ pub struct ResponseBody {
     /// The upstream body failed (reset, stall): an incomplete end is then
     /// not the client's doing.
     upstream_failed: bool,
+    /// A gRPC call judged when its trailers pass.
+    call: Option<CallWatch>,
 }
 
 impl ResponseBody {
@@ -72,7 +75,13 @@ impl ResponseBody {
             stall: None,
             aborts: None,
             upstream_failed: false,
+            call: None,
         }
+    }
+
+    /// Judges the gRPC call `call` on the status in its trailers.
+    pub fn watch_call(&mut self, call: CallWatch) {
+        self.call = Some(call);
     }
 
     /// Counts in `aborts` a client that goes away before the end.
@@ -110,6 +119,15 @@ impl Drop for ResponseBody {
     fn drop(&mut self) {
         let complete = self.complete || self.is_end_stream();
         let aborted = !complete && !self.upstream_failed && self.aborts.is_some();
+        if let Some(call) = self.call.take() {
+            // No trailers came: a reset is no status; an end without one is
+            // UNKNOWN; a client that left decides nothing.
+            if self.upstream_failed {
+                call.ended(None);
+            } else if complete {
+                call.ended(Some(grpc::UNKNOWN));
+            }
+        }
         if aborted {
             if let Some(aborts) = &self.aborts {
                 aborts.inc();
@@ -198,6 +216,10 @@ impl Body for ResponseBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.bytes_out += data.len() as u64;
+                } else if let Some(trailers) = frame.trailers_ref() {
+                    if let Some(call) = this.call.take() {
+                        call.ended(Some(grpc::status(trailers).unwrap_or(grpc::UNKNOWN)));
+                    }
                 }
             }
             Poll::Ready(None) => this.complete = true,

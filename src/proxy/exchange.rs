@@ -17,6 +17,7 @@ use super::access_log::AccessRecord;
 use super::body::OnFinish;
 use super::body::ResponseBody;
 use super::context::Conn;
+use super::grpc::{self, CallWatch};
 use super::headers::{X_REQUEST_ID, X_SWITCHYARD_VERSION};
 use crate::endpoint::InFlight;
 use crate::error::{error_body, ProxyError, CLIENT_CLOSED};
@@ -33,6 +34,8 @@ pub struct Tried {
     pub endpoint: Option<InFlight>,
     /// Time to the response head (or the failure).
     pub upstream_ms: Option<f64>,
+    /// A gRPC call answered with messages: judged on its trailers.
+    pub call: Option<CallWatch>,
 }
 
 /// What was decided for one request, for the response headers and the log.
@@ -47,6 +50,8 @@ pub struct Exchange<'s> {
     pub request_id: HeaderValue,
     /// The client spoke HTTP/1.x.
     http1: bool,
+    /// A gRPC call: the gateway's own errors are gRPC answers.
+    pub grpc: bool,
     /// Built only with `access_log: true`.
     record: Option<AccessRecord>,
     pub route: Option<usize>,
@@ -85,6 +90,7 @@ impl<'s> Exchange<'s> {
             finished: false,
             started,
             http1: req.version() <= Version::HTTP_11,
+            grpc: grpc::is_call(req.headers()),
             record,
             route: None,
             backend: None,
@@ -111,6 +117,9 @@ impl<'s> Exchange<'s> {
                 // An upstream answer: the client may still go away mid-body.
                 if let Some(aborts) = self.aborts() {
                     response.body_mut().set_aborts(aborts.clone());
+                }
+                if let Some(call) = self.tried.call.take() {
+                    response.body_mut().watch_call(call);
                 }
                 (response, false)
             }
@@ -177,11 +186,15 @@ impl<'s> Exchange<'s> {
         }
     }
 
-    /// The small text answer for `err`.
+    /// The small text answer for `err` (a trailers-only answer to a gRPC
+    /// call).
     fn error_answer(&self, conn: &Conn, err: &ProxyError) -> Response<ResponseBody> {
         let status = err.status();
         if status.is_server_error() {
             tracing::debug!(error = %err, request_id = ?self.request_id, "request failed");
+        }
+        if self.grpc {
+            return grpc::error_answer(err, ResponseBody::empty());
         }
         let id = self.request_id.to_str().unwrap_or("-");
         let text = error_body(status, &err.to_string(), id);

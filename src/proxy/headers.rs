@@ -21,6 +21,15 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// What kind of request is forwarded, as its headers go.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarded {
+    /// An upgrade (WebSocket): `Connection: upgrade` and `Upgrade` pass.
+    pub upgrade: bool,
+    /// A gRPC call: `te: trailers` passes.
+    pub grpc: bool,
+}
+
 /// What the forwarded headers say about the client.
 pub struct Client {
     /// The client address as an `X-Forwarded-For` element, built once per
@@ -90,17 +99,25 @@ pub fn prepare_request(
     client: &Client,
     host: &HeaderValue,
     id: &HeaderValue,
-    upgrade: bool,
+    kind: Forwarded,
 ) {
-    let upgrade_value = if upgrade {
+    let upgrade_value = if kind.upgrade {
         headers.get(header::UPGRADE).cloned()
     } else {
         None
     };
+    // gRPC servers require `te: trailers`; it is the one TE that passes.
+    let te_trailers = kind.grpc
+        && headers
+            .get(header::TE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     strip_hop_by_hop(headers, true);
     if let Some(value) = upgrade_value {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, value);
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
     // The Host the request was routed by goes upstream: for an absolute-form
     // target it replaces whatever Host the client also sent (RFC 9112 §3.2.2).

@@ -53,6 +53,7 @@ pub fn spawn(
         let target = Target {
             backend: &slot.0,
             timeout,
+            grpc: false,
             body_limit: 0,
             events: &events,
             clock,

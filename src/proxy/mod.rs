@@ -13,6 +13,7 @@ mod attempt;
 pub mod body;
 mod context;
 mod exchange;
+mod grpc;
 pub mod headers;
 mod mirror;
 mod tunnel;
@@ -33,10 +34,11 @@ use crate::release::split::{self, Decision, Inputs};
 use crate::request_id::{random_below, random_u64, split_roll};
 use crate::snapshot::{BackendRt, RouteRt, Snapshot};
 use crate::upstream::{RequestBody, UpstreamBody};
-use attempt::{Plan, Target};
+use attempt::{Kind, Plan, Target};
 use body::ResponseBody;
 pub use context::{Conn, Worker};
 use exchange::Exchange;
+use headers::Forwarded;
 
 /// Serves one request; never fails (errors become responses).
 pub async fn handle(
@@ -64,24 +66,22 @@ async fn forward(
     let upgrade = headers::is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let id = &ex.request_id;
-    headers::prepare_request(
-        &mut parts.headers,
-        &conn.client,
-        &host,
-        id,
-        upgrade.is_some(),
-    );
+    let kind = Kind {
+        bodiless: http_body::Body::is_end_stream(&body),
+        upgrade: upgrade.is_some(),
+        grpc: ex.grpc,
+    };
+    let forwarded = Forwarded {
+        upgrade: kind.upgrade,
+        grpc: kind.grpc,
+    };
+    headers::prepare_request(&mut parts.headers, &conn.client, &host, id, forwarded);
     parts.version = Version::HTTP_11;
-    let bodiless = http_body::Body::is_end_stream(&body);
+    // A call's deadline bounds the wait when shorter than the route's.
+    let deadline = kind.grpc.then(|| grpc::timeout(&parts.headers)).flatten();
+    let timeout = deadline.map_or(route.timeout, |d| d.min(route.timeout));
     let roll = || random_below(10_000);
-    let plan = Plan::new(
-        &backend,
-        &decision,
-        &parts,
-        bodiless,
-        upgrade.is_some(),
-        roll,
-    );
+    let plan = Plan::new(&backend, &decision, &parts, kind, roll);
     if let Some(canary) = plan.mirror_to {
         let metrics = &route.metrics[canary];
         mirror::spawn(worker, &backend, canary, &parts, route.timeout, metrics);
@@ -90,7 +90,8 @@ async fn forward(
     let body = RequestBody::new(body, limit, conn.state.clone());
     let target = Target {
         backend: &backend,
-        timeout: route.timeout,
+        timeout,
+        grpc: kind.grpc,
         body_limit: limit,
         events: &worker.events,
         clock: worker.clock,

@@ -158,8 +158,14 @@ async fn send_h2_from(
     let mut req = to_h2_form(endpoint, req);
     // Kept to send the request again after a refusal.
     let head = copy_head(&req);
+    // After a refusal, the next try goes on a fresh connection.
+    let mut fresh = false;
     for _ in 0..H2_TRIES {
-        let (mut sender, slot) = match first.take().or_else(|| h2_pool::checkout(endpoint.id)) {
+        let pooled = match fresh {
+            true => None,
+            false => first.take().or_else(|| h2_pool::checkout(endpoint.id)),
+        };
+        let (mut sender, slot) = match pooled {
             Some(pair) => pair,
             None => match connect::connect(endpoint).await {
                 Ok(Connected::H2(sender, max)) => h2_pool::add(endpoint.id, sender, max),
@@ -193,6 +199,7 @@ async fn send_h2_from(
                     (true, Some(body)) => {
                         tracing::debug!(endpoint = %endpoint.address, "h2 stream refused unprocessed: sending it again");
                         req = Request::from_parts(copy_parts(&head), body);
+                        fresh = true;
                     }
                     _ => return Err(classify_chain(failed.error(), false, body_limit).into()),
                 }

@@ -148,7 +148,7 @@ pub async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Optio
 /// Owned by a server handle. Dropping it (a) drops the watch sender, which
 /// wakes every task spawned with [`spawn_guarded`] for this server so it
 /// returns, dropping its socket, and (b) aborts the accept task outright.
-struct StopGuard {
+pub struct StopGuard {
     _tx: watch::Sender<()>,
     accept_task: JoinHandle<()>,
 }
@@ -161,7 +161,7 @@ impl Drop for StopGuard {
 
 /// Starts a server: creates the stop channel, spawns the accept loop that
 /// `make_accept_loop` builds from the stop receiver, and returns the guard.
-fn start_guarded<F, Fut>(make_accept_loop: F) -> StopGuard
+pub fn start_guarded<F, Fut>(make_accept_loop: F) -> StopGuard
 where
     F: FnOnce(watch::Receiver<()>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
