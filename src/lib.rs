@@ -10,18 +10,21 @@
 //! ```text
 //! shell      app, demo (and the binary's main): wiring, shutdown, the demo
 //! control    control/  the only writer of the snapshot: the loop (mod),
-//!                      handle (request/reply), watch, engine, state_file,
-//!                      health (probes), prometheus (fleet-wide source)
+//!                      handle (request/reply), watch, engine, analysis,
+//!                      state_file, health + probe (active checks, HTTP and
+//!                      gRPC), prometheus (fleet-wide source)
 //!            admin/    the admin listener (mod), status, dashboard.html
 //! data path  server/   bind, admit, accept (mod), connection (serving one,
 //!                      parking), guard (I/O), head_scan (pure), conn
 //!                      (per-connection state), evict
 //!            proxy/    handle = route -> choose -> attempt -> answer (mod),
 //!                      context, headers (pure), attempt, mirror, tunnel,
-//!                      exchange, body, access_log
-//!            upstream/ exchange (mod), connect, pool, client (hyper-util,
-//!                      TLS), request_body, response_body (pool hand-back),
-//!                      timer
+//!                      exchange, grpc (calls, status, trailers), body,
+//!                      access_log
+//!            upstream/ exchange (mod), connect (TCP, TLS, ALPN), pool
+//!                      (HTTP/1.1), h2_pool (multiplexed HTTP/2),
+//!                      request_body (replay), response_body (hand-back),
+//!                      client (Prometheus queries), timer
 //! core       shared (snapshot handle, metrics, events, clock), snapshot,
 //!            endpoint, metrics, events, clock, stats, tls, error, request_id
 //! pure       config/ (file -> validate -> model), release/ (buckets, split,
@@ -36,7 +39,8 @@
 //! - [`server`]: listeners (one `SO_REUSEPORT` socket per worker), HTTP/1.1 +
 //!   h2c serving, the connection guard (timeouts, head limits, framing).
 //! - [`proxy`]: the request path, from route to response.
-//! - [`upstream`]: connections to endpoints: pooled HTTP/1.1, TLS, errors.
+//! - [`upstream`]: connections to endpoints: pooled HTTP/1.1, multiplexed
+//!   HTTP/2, TLS, errors.
 //! - [`shared`], [`snapshot`], [`endpoint`], [`metrics`], [`events`],
 //!   [`clock`], [`stats`], [`tls`], [`error`], [`request_id`]: the core.
 //! - [`config`], [`release`]: no I/O on the request path, no clock reads.

@@ -137,6 +137,7 @@ where
         .initial_connection_window_size(H2_CONNECTION_WINDOW)
         .keep_alive_interval(H2_KEEP_ALIVE)
         .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
         .handshake(io)
         .await
         .map_err(|e| ProxyError::Connect(e.to_string()))?;
