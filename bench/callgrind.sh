@@ -13,11 +13,18 @@
 #   bench/callgrind.sh                       # DURATION=10
 #   SWITCHYARD_BIN=/tmp/old-build bench/callgrind.sh
 #   KEEP=1 bench/callgrind.sh                # keep the dump for callgrind_annotate
+#   UPSTREAM=h2 bench/callgrind.sh           # HTTP/2 (h2c) upstreams instead
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 DURATION=${DURATION:-10}
 BIN=${SWITCHYARD_BIN:-$PWD/target/release/switchyard}
 WORK=${BENCH_WORK:-$PWD/target/bench-callgrind}
+UPSTREAM=${UPSTREAM:-http1}
+case $UPSTREAM in
+    http1) v1=19311; v2=19312 ;;
+    h2) v1=19313; v2=19314 ;;
+    *) echo "UPSTREAM must be http1 or h2" >&2; exit 2 ;;
+esac
 for tool in nginx valgrind callgrind_control callgrind_annotate wrk curl; do
     command -v "$tool" >/dev/null || {
         echo "$tool not found: apt-get install -y nginx valgrind wrk curl (or ../shared/bench/setup.sh)" >&2
@@ -31,14 +38,14 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 body='a small fixed body of about one hundred bytes..........................'
-for v in v1:19311 v2:19312; do
-    name=${v%%:*}; port=${v##*:}; dir=$WORK/$name; mkdir -p "$dir/tmp"
+for v in v1:19311:19313 v2:19312:19314; do
+    IFS=: read -r name port h2port <<<"$v"; dir=$WORK/$name; mkdir -p "$dir/tmp"
     cat > "$dir/nginx.conf" <<CONF
 worker_processes 1; daemon off; pid $dir/nginx.pid; error_log $dir/error.log warn;
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000; client_body_temp_path $dir/tmp; proxy_temp_path $dir/tmp;
   fastcgi_temp_path $dir/tmp; uwsgi_temp_path $dir/tmp; scgi_temp_path $dir/tmp;
-  server { listen 127.0.0.1:$port; location = / { default_type text/plain; return 200 'hello from $name, $body'; } } }
+  server { listen 127.0.0.1:$port; listen 127.0.0.1:$h2port http2; location = / { default_type text/plain; return 200 'hello from $name, $body'; } } }
 CONF
     nginx -c "$dir/nginx.conf" -p "$dir" >/dev/null 2>&1 & PIDS+=($!)
 done
@@ -52,8 +59,8 @@ routes: [ { name: all, backend: app } ]
 backends:
   app:
     versions:
-      v1: { endpoints: ["127.0.0.1:19311"] }
-      v2: { endpoints: ["127.0.0.1:19312"] }
+      v1: { endpoints: ["127.0.0.1:$v1"], protocol: $UPSTREAM }
+      v2: { endpoints: ["127.0.0.1:$v2"], protocol: $UPSTREAM }
     release: { strategy: canary, stable: v1, canary: v2, weight: 10 }
 CONF
 valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" \

@@ -77,6 +77,12 @@ impl<'s> Exchange<'s> {
             // One allocation that the upstream request and the response share
             // (a copied slice would allocate again when first cloned).
             None => HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(new_request_id()))
+                .map(|mut id| {
+                    // Never repeats: HPACK (h2 to clients and upstreams)
+                    // sends it as a literal instead of churning its table.
+                    id.set_sensitive(true);
+                    id
+                })
                 .unwrap_or(HeaderValue::from_static("-")),
         };
         let has_body = !http_body::Body::is_end_stream(req.body());

@@ -23,6 +23,7 @@ mod timer;
 
 use std::error::Error as StdError;
 use std::io;
+use std::pin::pin;
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
@@ -70,10 +71,17 @@ pub async fn exchange(
     body_limit: u64,
 ) -> Result<Response<UpstreamBody>, Failed> {
     let sent = match endpoint.wire() {
-        Some(Wire::H2) => timer.run(timeout, send_h2(endpoint, req, body_limit)).await,
+        Some(Wire::H2) => {
+            let send = pin!(send_h2(endpoint, req, body_limit, None));
+            timer.run(timeout, send).await
+        }
         // HTTP/1.1, or `auto` before ALPN has picked (the first connection
         // tells).
-        _ => timer.run(timeout, send_h1(endpoint, req, body_limit)).await,
+        _ => {
+            timer
+                .run(timeout, pin!(send_h1(endpoint, req, body_limit)))
+                .await
+        }
     };
     match sent {
         Some(result) => result,
@@ -96,12 +104,14 @@ async fn send_h1(
     loop {
         let (mut sender, reused) = match pool::checkout(endpoint.id) {
             Some(sender) => (sender, true),
-            None => match connect::connect(endpoint).await {
+            // Boxed: a connect (TLS handshake included) is a future of
+            // kilobytes, and the hot path would move it on every request.
+            None => match Box::pin(connect::connect(endpoint)).await {
                 Ok(Connected::H1(sender)) => (sender, false),
                 // `auto`: ALPN picked h2 on this first connection.
                 Ok(Connected::H2(sender, max_streams)) => {
                     let first = h2_pool::add(endpoint.id, sender, max_streams);
-                    return send_h2_from(endpoint, req, body_limit, Some(first)).await;
+                    return Box::pin(send_h2(endpoint, req, body_limit, Some(first))).await;
                 }
                 Err(error) => {
                     return Err(Failed {
@@ -133,19 +143,11 @@ async fn send_h1(
     }
 }
 
-async fn send_h2(
-    endpoint: &Endpoint,
-    req: Request<RequestBody>,
-    body_limit: u64,
-) -> Result<Response<UpstreamBody>, Failed> {
-    send_h2_from(endpoint, req, body_limit, None).await
-}
-
 /// Sends `req` on a pooled h2 connection with room for it (`first`, when
 /// given), opening one when all are full. A request the upstream refused
 /// unprocessed goes again on a fresh connection while its body can be
 /// replayed.
-async fn send_h2_from(
+async fn send_h2(
     endpoint: &Endpoint,
     req: Request<RequestBody>,
     body_limit: u64,
@@ -167,7 +169,7 @@ async fn send_h2_from(
         };
         let (mut sender, slot) = match pooled {
             Some(pair) => pair,
-            None => match connect::connect(endpoint).await {
+            None => match Box::pin(connect::connect(endpoint)).await {
                 Ok(Connected::H2(sender, max)) => h2_pool::add(endpoint.id, sender, max),
                 Ok(Connected::H1(_)) => {
                     let error =
@@ -312,5 +314,34 @@ fn classify_chain(err: &(dyn StdError + 'static), connect: bool, body_limit: u64
         ProxyError::Connect(detail)
     } else {
         ProxyError::Reset(detail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Protocol;
+
+    /// The exchange future lives in the attempt's state, which is moved
+    /// when the request's future is; a connect with its TLS handshake
+    /// inlined into it once made it several kilobytes and a third of all
+    /// instructions per request were `memcpy`. Cold paths stay boxed; the
+    /// bound leaves room for the request and its head (kept for a replay).
+    #[test]
+    fn the_exchange_future_stays_small() {
+        let endpoint = Endpoint::new("127.0.0.1:1", Duration::from_secs(1), None, Protocol::H2);
+        let Some(endpoint) = endpoint else {
+            panic!("a literal address is an endpoint");
+        };
+        let mut timer = HeadTimer::default();
+        let sent = exchange(
+            &endpoint,
+            Request::new(RequestBody::empty()),
+            &mut timer,
+            Duration::from_secs(1),
+            0,
+        );
+        let size = std::mem::size_of_val(&sent);
+        assert!(size <= 2560, "the exchange future is {size} bytes");
     }
 }

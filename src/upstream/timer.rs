@@ -17,7 +17,15 @@ pub struct HeadTimer(Option<Pin<Box<Sleep>>>);
 
 impl HeadTimer {
     /// Runs `fut` for at most `limit`; `None` when the time ran out.
-    pub async fn run<F: Future>(&mut self, limit: Duration, fut: F) -> Option<F::Output> {
+    ///
+    /// Takes the future pinned where the caller made it: an upstream
+    /// exchange is a large future, and taking it by value would move it
+    /// (and keep a second copy in this one's state) on every request.
+    pub async fn run<F: Future>(
+        &mut self,
+        limit: Duration,
+        mut fut: Pin<&mut F>,
+    ) -> Option<F::Output> {
         let deadline = Instant::now() + limit;
         let sleep = match &mut self.0 {
             Some(sleep) => {
@@ -26,7 +34,6 @@ impl HeadTimer {
             }
             None => self.0.insert(Box::pin(tokio::time::sleep_until(deadline))),
         };
-        let mut fut = std::pin::pin!(fut);
         std::future::poll_fn(|cx| {
             if let Poll::Ready(out) = fut.as_mut().poll(cx) {
                 return Poll::Ready(Some(out));
@@ -43,6 +50,7 @@ impl HeadTimer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::pin::pin;
 
     /// Each run is bounded by its own limit, whether the reused timer fired
     /// before, is re-armed earlier (re-registered) or later (only extended).
@@ -58,24 +66,24 @@ mod tests {
         };
 
         let started = Instant::now();
-        assert_eq!(timer.run(ms(50), never()).await, None);
+        assert_eq!(timer.run(ms(50), pin!(never())).await, None);
         assert_eq!(started.elapsed(), ms(50));
         // After firing: re-armed for longer, the work finishes first.
         let started = Instant::now();
-        assert_eq!(timer.run(ms(2000), after(ms(100), 1)).await, Some(1));
+        assert_eq!(timer.run(ms(2000), pin!(after(ms(100), 1))).await, Some(1));
         assert_eq!(started.elapsed(), ms(100));
         // Armed for 2 s and still registered: an earlier deadline is kept.
         let started = Instant::now();
-        assert_eq!(timer.run(ms(50), never()).await, None);
+        assert_eq!(timer.run(ms(50), pin!(never())).await, None);
         assert_eq!(started.elapsed(), ms(50));
         // Re-armed later while registered (the extension path): fires at
         // the new deadline, not the old one.
-        assert_eq!(timer.run(ms(300), after(ms(10), 2)).await, Some(2));
+        assert_eq!(timer.run(ms(300), pin!(after(ms(10), 2))).await, Some(2));
         let started = Instant::now();
-        assert_eq!(timer.run(ms(600), after(ms(450), 3)).await, Some(3));
+        assert_eq!(timer.run(ms(600), pin!(after(ms(450), 3))).await, Some(3));
         assert_eq!(started.elapsed(), ms(450));
         let started = Instant::now();
-        assert_eq!(timer.run(ms(400), never()).await, None);
+        assert_eq!(timer.run(ms(400), pin!(never())).await, None);
         assert_eq!(started.elapsed(), ms(400));
     }
 }
