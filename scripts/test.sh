@@ -43,7 +43,9 @@ fi
 # openssl: makes PKCS#1 and SEC1 keys for the TLS key-format test (tests/tls.rs).
 # slowhttptest, curl: slow and abusive clients (scripts/slow-clients.sh).
 # sslscan: the TLS listener audit (scripts/tls-audit.sh).
-need_apt chromium prometheus openssl slowhttptest curl sslscan
+# dnsmasq-base: a real DNS server whose answers the discovery tests change
+# (tests/discovery.rs, tests/fleet.rs, scripts/fleet.sh).
+need_apt chromium prometheus openssl slowhttptest curl sslscan dnsmasq-base
 command -v python3 >/dev/null 2>&1 ||
     need_apt python3
 # ------------------------------------------------------------------------------

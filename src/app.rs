@@ -17,11 +17,12 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::admin::Readiness;
 use crate::config::{self, Config, ConfigError};
+use crate::control::discovery::{self, Change, Discovery};
 use crate::control::engine::{ActError, ReleaseState};
 use crate::control::state_file::Writer;
 use crate::control::watch::{self as config_watch, FileWatch};
 use crate::control::{Control, Handle, ReloadOutcome};
-use crate::events::ReloadRecord;
+use crate::events::{EventKind, ReloadRecord};
 use crate::metrics::Metrics;
 use crate::proxy::Worker;
 use crate::release::progress::Action;
@@ -124,8 +125,27 @@ impl Gateway {
         let config = Arc::new(config);
         let metrics = Metrics::new();
         let tls = crate::tls::load(&config).map_err(StartError::Tls)?;
-        let snapshot = Snapshot::build(Arc::clone(&config), None, &metrics, tls);
+        let control = Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .thread_name("switchyard-control")
+            .build()
+            .map_err(StartError::Runtime)?;
+        let (discovery, found) = discover_first(&control, &config, &metrics)?;
+        let snapshot = Snapshot::build(
+            Arc::clone(&config),
+            None,
+            &metrics,
+            tls,
+            discovery.addresses(),
+        );
         let shared = Arc::new(Shared::new(snapshot, metrics));
+        for change in &found {
+            let message = change.describe();
+            shared
+                .events
+                .push(EventKind::Discovery, Some(&change.backend), message);
+        }
         let readiness = Arc::new(Readiness::default());
         let conns = Arc::new(Registry::default());
         let runtimes = (0..config.workers)
@@ -139,12 +159,6 @@ impl Gateway {
             .map_err(StartError::Runtime)?;
         let (per_worker, listeners) = server::bind(&config, &runtimes).map_err(StartError::Bind)?;
 
-        let control = Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .thread_name("switchyard-control")
-            .build()
-            .map_err(StartError::Runtime)?;
         let admin_listener = {
             let _entered = control.enter();
             let std = std::net::TcpListener::bind(config.admin.bind).map_err(|e| {
@@ -176,6 +190,7 @@ impl Gateway {
             text.as_deref(),
             Arc::clone(&slots),
             state_writer.clone(),
+            discovery,
         )
         .map_err(StartError::Tls)?;
         let (control_handle, receiver) = Handle::channel();
@@ -344,4 +359,32 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         self.stop_workers();
     }
+}
+
+/// The first lookups of the discovered versions, before anything serves:
+/// each bounded by its backend's `connect_timeout`; a version whose lookup
+/// fails starts empty and fills in at its next interval. Runs on the
+/// control runtime from a thread of its own (the caller may be inside
+/// another runtime, as the tests are).
+fn discover_first(
+    control: &Runtime,
+    config: &Config,
+    metrics: &Metrics,
+) -> Result<(Discovery, Vec<Change>), StartError> {
+    let first = || {
+        control.block_on(async {
+            let mut discovery = Discovery::default();
+            let lookups = discovery.reconcile(config, metrics).await;
+            let found = discovery::settle_all(&mut discovery, lookups, metrics).await;
+            (discovery, found)
+        })
+    };
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("switchyard-discover".into())
+            .spawn_scoped(scope, first)
+            .map_err(StartError::Runtime)?
+            .join()
+            .map_err(|_| StartError::Runtime(std::io::Error::other("the first DNS lookups failed")))
+    })
 }

@@ -26,6 +26,7 @@ pub enum EventKind {
     ReloadError,
     Ejection,
     Health,
+    Discovery,
 }
 
 impl EventKind {
@@ -40,6 +41,7 @@ impl EventKind {
             EventKind::Retry => "retry",
             EventKind::Reload => "reload",
             EventKind::ReloadError => "reload_error",
+            EventKind::Discovery => "discovery",
             EventKind::Ejection => "ejection",
             EventKind::Health => "health",
         }

@@ -42,6 +42,8 @@ pub struct Metrics {
     grpc_responses: IntCounterVec,
     reloads: IntCounterVec,
     pub active_connections: IntGaugeVec,
+    pub discovered_endpoints: IntGaugeVec,
+    pub discovery_errors: IntCounterVec,
 }
 
 /// Pre-resolved handles for one (route, backend, version) label set.
@@ -176,6 +178,16 @@ impl Metrics {
             ),
             reloads: counter("switchyard_config_reloads_total", "Config reloads by result", &["result"]),
             active_connections: gauge("switchyard_active_connections", "Open client connections", &["listener"]),
+            discovered_endpoints: gauge(
+                "switchyard_discovered_endpoints",
+                "Endpoints a discovered version has now (addresses of its DNS name)",
+                &["backend", "version"],
+            ),
+            discovery_errors: counter(
+                "switchyard_discovery_errors_total",
+                "Failed DNS lookups of a discovered version (timeout, SERVFAIL, refused); the last set kept serving",
+                &["backend", "version"],
+            ),
             registry,
         }
         .preset()

@@ -9,6 +9,7 @@
 //! control thread writes (the release engine sets them before a snapshot is
 //! swapped in, and on every step or rollback).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,8 +28,14 @@ use crate::request_id::random_below;
 use crate::stats::Window;
 use crate::tls::{TlsMaterial, UpstreamTls};
 
+/// Addresses found by DNS discovery (`ip:port`), by backend and version:
+/// what a discovered version's endpoints are in a snapshot.
+pub type Discovered = BTreeMap<(String, String), Vec<String>>;
+
 pub struct Snapshot {
     pub config: Arc<Config>,
+    /// The discovered addresses this snapshot was built with.
+    pub discovered: Discovered,
     /// Certificates, keys and CAs as loaded for this generation.
     pub tls: TlsMaterial,
     pub table: RouteTable,
@@ -230,6 +237,7 @@ impl BackendRt {
         previous: Option<&BackendRt>,
         tls: &TlsMaterial,
         metrics: &Metrics,
+        discovered: &Discovered,
     ) -> Self {
         let analysis = match &backend.release {
             Release::Canary(c) => Some(c.analysis.clone()),
@@ -245,12 +253,17 @@ impl BackendRt {
             .map(|(name, v)| {
                 let before = previous.and_then(|p| p.version_named(name));
                 let upstream_tls = tls.upstreams.get(&(backend.name.clone(), name.clone()));
+                let addresses = match &v.discover {
+                    None => &v.endpoints,
+                    Some(_) => discovered
+                        .get(&(backend.name.clone(), name.clone()))
+                        .unwrap_or(&NONE),
+                };
                 VersionRt {
                     name: name.clone(),
                     header: HeaderValue::from_str(name)
                         .unwrap_or(HeaderValue::from_static("invalid")),
-                    endpoints: v
-                        .endpoints
+                    endpoints: addresses
                         .iter()
                         .filter_map(|address| {
                             let timeout = backend.connect_timeout;
@@ -315,6 +328,9 @@ impl BackendRt {
     }
 }
 
+/// A discovered version with nothing found yet.
+static NONE: Vec<String> = Vec::new();
+
 /// The endpoint for `address`: the previous generation's if it is the same
 /// upstream (address and connect timeout), else a new one, healthy until
 /// probed.
@@ -343,6 +359,7 @@ impl Snapshot {
         previous: Option<&Snapshot>,
         metrics: &Metrics,
         tls: TlsMaterial,
+        discovered: Discovered,
     ) -> Self {
         let names: Vec<&String> = config.backends.keys().collect();
         let backends: Vec<Arc<BackendRt>> = config
@@ -350,7 +367,8 @@ impl Snapshot {
             .values()
             .map(|b| {
                 let before = previous.and_then(|p| p.backend(&b.name));
-                Arc::new(BackendRt::build(b, before.map(|b| &**b), &tls, metrics))
+                let before = before.map(|b| &**b);
+                Arc::new(BackendRt::build(b, before, &tls, metrics, &discovered))
             })
             .collect();
         let routes = config
@@ -399,6 +417,7 @@ impl Snapshot {
             unrouted: metrics.version("", "", ""),
             tls,
             config,
+            discovered,
         }
     }
 

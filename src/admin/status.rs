@@ -83,6 +83,12 @@ pub fn document(shared: &Shared, ready: bool, views: &[ReleaseView]) -> Value {
                 v.name.clone(),
                 json!({
                     "role": role(backend, i),
+                    "discover": config.versions.get(&v.name).and_then(|c| c.discover.as_ref()).map(|d| json!({
+                        "dns": d.dns,
+                        "port": d.port,
+                        "interval_ms": d.interval.as_millis() as u64,
+                        "resolver": d.resolver.map(|r| r.to_string()),
+                    })),
                     "endpoints": v.endpoints.iter().map(|e| json!({
                         "address": e.address,
                         "healthy": e.healthy.load(Ordering::Relaxed),

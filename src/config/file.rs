@@ -141,9 +141,20 @@ pub struct BackendFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VersionFile {
-    pub endpoints: Spanned<Vec<Spanned<String>>>,
+    pub endpoints: Option<Spanned<Vec<Spanned<String>>>>,
+    pub discover: Option<Spanned<DiscoverFile>>,
     pub tls: Option<Spanned<UpstreamTlsFile>>,
     pub protocol: Option<Spanned<ProtocolFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoverFile {
+    pub dns: Option<Spanned<String>>,
+    pub port: Option<Spanned<u32>>,
+    pub interval: Option<Spanned<Dur>>,
+    pub resolver: Option<Spanned<String>>,
+    pub hold_empty: Option<Spanned<Dur>>,
 }
 
 /// `protocol: http1 | h2 | auto`.

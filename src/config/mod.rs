@@ -213,4 +213,62 @@ mod tests {
             assert!(result.is_err(), "{text:?} should be invalid");
         }
     }
+
+    #[test]
+    fn discover_blocks_are_checked_with_positions() {
+        let v = |version: &str| backend(&format!("    versions:\n{version}"));
+        // Lines: 7 backends, 8 app, 9 versions, 10 v1.
+        let both = "      v1:\n        endpoints: [\"127.0.0.1:1\"]\n        discover: { dns: app.ns.svc, port: 80 }\n";
+        assert_problem(&v(both), 12, "exclude each other");
+        assert_problem(
+            &v("      v1: { protocol: h2 }\n"),
+            10,
+            "add `endpoints: [host:port, ...]` or a `discover:` block",
+        );
+        let no_port = "      v1:\n        discover: { dns: app.ns.svc }\n";
+        assert_problem(&v(no_port), 11, "discover needs `port`");
+        let zero = "      v1:\n        discover: { dns: app.ns.svc, port: 0 }\n";
+        assert_problem(&v(zero), 11, "discover.port must be 1..65535");
+        let big =
+            "      v1:\n        discover:\n          dns: app.ns.svc\n          port: 70000\n";
+        assert_problem(&v(big), 13, "discover.port must be 1..65535, got 70000");
+        let name = "      v1:\n        discover:\n          dns: \"app ns\"\n          port: 80\n";
+        assert_problem(&v(name), 12, "is not a DNS name");
+        let ip = "      v1:\n        discover:\n          dns: 10.0.0.1\n          port: 80\n";
+        assert_problem(&v(ip), 12, "list it under `endpoints`");
+        let resolver = "      v1:\n        discover:\n          dns: app.ns.svc\n          port: 80\n          resolver: \"dns.local:53\"\n";
+        assert_problem(&v(resolver), 14, "is not a DNS server address");
+        let unknown = "      v1:\n        discover:\n          dns: app.ns.svc\n          port: 80\n          ttl: 5s\n";
+        assert!(
+            !problems(&v(unknown)).is_empty(),
+            "unknown keys are refused"
+        );
+        let interval = "      v1:\n        discover:\n          dns: app.ns.svc\n          port: 80\n          interval: 0s\n";
+        assert_problem(
+            &v(interval),
+            14,
+            "discover.interval must be greater than zero",
+        );
+    }
+
+    #[test]
+    fn a_discover_block_gets_its_defaults() {
+        let yaml = backend("    versions:\n      v1:\n        discover: { dns: app-v1.shop.svc.cluster.local., port: 8080, resolver: \"10.96.0.10\" }\n");
+        let config = parse(&yaml, "t").expect("valid");
+        let v1 = &config.backends["app"].versions["v1"];
+        assert!(v1.endpoints.is_empty());
+        let d = v1.discover.as_ref().expect("discover");
+        assert_eq!(d.dns, "app-v1.shop.svc.cluster.local.");
+        assert_eq!(d.port, 8080);
+        assert_eq!(d.interval, std::time::Duration::from_secs(5));
+        assert_eq!(d.hold_empty, std::time::Duration::from_secs(30));
+        assert_eq!(d.resolver, Some("10.96.0.10:53".parse().expect("addr")));
+        let yaml = backend("    versions:\n      v1:\n        discover: { dns: app, port: 1, resolver: \"[fd00::10]:5353\", hold_empty: 0s }\n");
+        let d = parse(&yaml, "t").expect("valid").backends["app"].versions["v1"]
+            .discover
+            .clone()
+            .expect("discover");
+        assert_eq!(d.resolver, Some("[fd00::10]:5353".parse().expect("addr")));
+        assert_eq!(d.hold_empty, std::time::Duration::ZERO);
+    }
 }

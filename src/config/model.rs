@@ -121,10 +121,33 @@ pub struct Backend {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Version {
-    /// `host:port`, host being an IP address or a DNS name.
+    /// `host:port`, host being an IP address or a DNS name. Empty when the
+    /// version discovers its endpoints.
     pub endpoints: Vec<String>,
+    /// Endpoints found by DNS instead of listed (SPEC §10).
+    pub discover: Option<Discover>,
     pub tls: Option<UpstreamTls>,
     pub protocol: Protocol,
+}
+
+/// `discover:`: one endpoint per A/AAAA record of `dns`, re-resolved every
+/// `interval`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Discover {
+    pub dns: String,
+    pub port: u16,
+    pub interval: Duration,
+    /// The DNS server to ask; `None`: the system's configuration.
+    pub resolver: Option<SocketAddr>,
+    /// How long an answer without records keeps the last set.
+    pub hold_empty: Duration,
+}
+
+impl Discover {
+    /// `dns:NAME:PORT`, how events and the release identity name it.
+    pub fn describe(&self) -> String {
+        format!("dns:{}:{}", self.dns, self.port)
+    }
 }
 
 /// What a version's endpoints are spoken to in (SPEC §9).

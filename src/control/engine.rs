@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::analysis::{self, Judged, Query, Subject};
 use super::state_file::{self, Writer};
-use crate::config::{AnalysisSource, Release};
+use crate::config::{AnalysisSource, Config, Release};
 use crate::events::EventKind;
 use crate::release::blue_green::BlueGreen;
 use crate::release::bucket::threshold;
@@ -85,8 +85,18 @@ fn plan(c: &crate::config::Canary) -> Plan {
     }
 }
 
-/// backend + canary version + its endpoints: what makes a release new.
-fn canary_identity(backend: &BackendRt, canary: &str) -> String {
+/// backend + canary version + its endpoints: what makes a release new. A
+/// discovered canary is named by its `discover` block, so pods coming and
+/// going never restart its release.
+fn canary_identity(config: &Config, backend: &BackendRt, canary: &str) -> String {
+    let discover = config
+        .backends
+        .get(&backend.name)
+        .and_then(|b| b.versions.get(canary))
+        .and_then(|v| v.discover.as_ref());
+    if let Some(discover) = discover {
+        return format!("{}/{canary}/{}", backend.name, discover.describe());
+    }
     let mut endpoints: Vec<&str> = backend
         .version_named(canary)
         .map(|v| v.endpoints.iter().map(|e| e.address.as_str()).collect())
@@ -153,7 +163,7 @@ impl Engine {
             let state = match &config.release {
                 Release::Single { .. } => continue,
                 Release::Canary(c) => {
-                    let identity = canary_identity(backend, &c.canary);
+                    let identity = canary_identity(&snapshot.config, backend, &c.canary);
                     let plan = plan(c);
                     match self.releases.remove(&backend.name) {
                         Some(ReleaseState::Canary(mut s)) if s.identity == identity => {

@@ -10,6 +10,7 @@
 //! loaded.
 
 pub mod analysis;
+pub mod discovery;
 pub mod engine;
 pub mod handle;
 pub mod health;
@@ -30,6 +31,7 @@ use crate::events::{EventKind, ReloadRecord};
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 use crate::tls::{TlsError, TlsMaterial};
+use discovery::{Answer, Discovery, Key};
 use engine::Engine;
 pub use handle::{Handle, ReloadOutcome, Trigger};
 use health::Probes;
@@ -47,6 +49,8 @@ struct Fixed {
 
 pub struct Control {
     shared: Arc<Shared>,
+    /// DNS-discovered versions and their addresses in force.
+    discovery: Discovery,
     /// The config file; `None` when started from a config value (no reloads).
     path: Option<PathBuf>,
     engine: Engine,
@@ -73,12 +77,14 @@ impl Control {
         text: Option<&str>,
         slots: Arc<Semaphore>,
         writer: Writer,
+        discovery: Discovery,
     ) -> Result<Self, TlsError> {
         let snapshot = shared.snapshot.load_full();
         let config = &snapshot.config;
         let mut engine = Engine::new(config.state_file.clone(), Some(writer));
         engine.reconcile(&snapshot, &shared);
         Ok(Control {
+            discovery,
             path,
             engine,
             probes: Probes::default(),
@@ -102,6 +108,7 @@ impl Control {
         self.probes
             .reconcile(&self.shared.snapshot.load_full(), &self.shared);
         let (verdicts_tx, mut verdicts_rx) = mpsc::channel(16);
+        let (answers_tx, mut answers_rx) = mpsc::channel::<(Key, Answer)>(16);
         let mut tick = tokio::time::interval(ENGINE_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The probes' upstream connections live in this thread's pools.
@@ -133,6 +140,12 @@ impl Control {
                     }
                 },
                 _ = tick.tick() => {
+                    for lookup in self.discovery.due(tokio::time::Instant::now()) {
+                        let answers = answers_tx.clone();
+                        tokio::spawn(async move {
+                            let _ = answers.send(lookup.run().await).await;
+                        });
+                    }
                     let snapshot = self.shared.snapshot.load_full();
                     for query in self.engine.tick(&snapshot, &self.shared) {
                         // One query per backend at a time; a slow Prometheus
@@ -145,6 +158,12 @@ impl Control {
                             let judged = prometheus::analyse(&client, &query).await;
                             let _ = verdicts.send((query.backend, judged)).await;
                         });
+                    }
+                }
+                Some((key, answer)) = answers_rx.recv() => {
+                    let now = tokio::time::Instant::now();
+                    if let Some(change) = self.discovery.settle(&key, answer, now, &self.shared.metrics) {
+                        self.rediscovered(&[change]);
                     }
                 }
                 Some((backend, judged)) = verdicts_rx.recv() => {
@@ -177,7 +196,7 @@ impl Control {
             Ok(Read::Ready { config, tls, hash }) => {
                 self.last_hash = Some(hash);
                 let tls = self.keep_tls_listeners(tls);
-                self.apply(*config, tls)
+                self.apply(*config, tls).await
             }
             Err(e) => self.refuse(format!("the config reader failed: {e}")),
         }
@@ -214,9 +233,12 @@ impl Control {
         ReloadOutcome::Failed(error)
     }
 
-    fn apply(&mut self, config: Config, tls: TlsMaterial) -> ReloadOutcome {
+    async fn apply(&mut self, config: Config, tls: TlsMaterial) -> ReloadOutcome {
         self.warn_fixed(&config);
         self.resize_slots(config.limits.max_connections);
+        let metrics = &self.shared.metrics;
+        let lookups = self.discovery.reconcile(&config, metrics).await;
+        let found = discovery::settle_all(&mut self.discovery, lookups, metrics).await;
         let previous = self.shared.snapshot.load_full();
         let changes = describe_changes(&previous.config, &config);
         let next = Arc::new(Snapshot::build(
@@ -224,6 +246,7 @@ impl Control {
             Some(&previous),
             &self.shared.metrics,
             tls,
+            self.discovery.addresses(),
         ));
         // Live weights are set before the snapshot serves its first request.
         self.engine.reconcile(&next, &self.shared);
@@ -249,7 +272,36 @@ impl Control {
             None,
             format!("generation {generation}: {summary}"),
         );
+        self.report_discovered(&found);
         ReloadOutcome::Applied { generation }
+    }
+
+    /// Serves the discovered sets in force: the same config, a snapshot
+    /// with the new endpoints (unchanged ones carried over whole), the
+    /// release going on as it was (its identity is the `discover` block).
+    fn rediscovered(&mut self, changes: &[discovery::Change]) {
+        let previous = self.shared.snapshot.load_full();
+        let next = Arc::new(Snapshot::build(
+            Arc::clone(&previous.config),
+            Some(&previous),
+            &self.shared.metrics,
+            previous.tls.clone(),
+            self.discovery.addresses(),
+        ));
+        self.engine.reconcile(&next, &self.shared);
+        self.shared.snapshot.store(Arc::clone(&next));
+        self.probes.reconcile(&next, &self.shared);
+        self.report_discovered(changes);
+    }
+
+    fn report_discovered(&self, changes: &[discovery::Change]) {
+        for change in changes {
+            let message = change.describe();
+            tracing::info!(backend = %change.backend, change = %message, "discovered endpoints changed");
+            self.shared
+                .events
+                .push(EventKind::Discovery, Some(&change.backend), message);
+        }
     }
 
     /// Logs the edits that only a restart applies.

@@ -14,6 +14,8 @@
 //! * [`Client`]: a hyper-util legacy client (HTTP/1.1, or h2c with
 //!   [`Client::h2c`]) whose helpers return a fully collected [`Resp`].
 //! * [`raw_request`]: write raw bytes to a socket and read what comes back.
+//! * [`Dns`]: dnsmasq on 127.0.0.1 answering `*.fleet.test` from a hosts
+//!   file the test rewrites, for endpoint discovery.
 //! * [`poll_until`]: poll a condition every 20 ms instead of sleeping blindly.
 //!
 //! Every server binds `127.0.0.1:0`, runs as tokio tasks on the current
@@ -26,6 +28,7 @@
 
 mod backend;
 mod client;
+mod dns;
 mod gateway;
 mod metrics;
 mod process;
@@ -40,6 +43,8 @@ mod ws;
 pub use backend::{Backend, Mode, Recorded, SERVED_BY};
 #[allow(unused_imports)]
 pub use client::{body_channel, BoxError, ChannelBody, Client, Resp};
+#[allow(unused_imports)]
+pub use dns::{pods, Dns};
 #[allow(unused_imports)]
 pub use gateway::{canary, head, single, TestGateway};
 #[allow(unused_imports)]

@@ -9,6 +9,7 @@ use serde_saphyr::{Location, Spanned};
 
 use super::super::file::*;
 use super::super::model::*;
+use super::discover;
 use super::values::*;
 
 pub(super) fn backends(file: &ConfigFile, p: &mut Problems) -> BTreeMap<String, Backend> {
@@ -36,26 +37,11 @@ fn backend(name: &str, b: &Spanned<BackendFile>, p: &mut Problems) -> Option<Bac
     }
     let mut versions = BTreeMap::new();
     for (vname, v) in &file.versions.value {
-        if v.value.endpoints.value.is_empty() {
-            p.at(
-                &v.value.endpoints,
-                format!("version {vname:?} has no endpoints"),
-            );
-        }
-        for ep in &v.value.endpoints.value {
-            endpoint(ep, p);
-        }
+        let (endpoints, discover) = discover::endpoints(vname, v, p);
         let tls = v.value.tls.as_ref().map(|t| UpstreamTls {
             ca_file: t.value.ca_file.as_ref().map(|c| PathBuf::from(&c.value)),
             server_name: t.value.server_name.as_ref().map(|s| s.value.clone()),
         });
-        let endpoints = v
-            .value
-            .endpoints
-            .value
-            .iter()
-            .map(|e| e.value.clone())
-            .collect();
         let protocol = match v.value.protocol.as_ref().map(|p| p.value) {
             None | Some(ProtocolFile::Http1) => Protocol::Http1,
             Some(ProtocolFile::H2) => Protocol::H2,
@@ -65,6 +51,7 @@ fn backend(name: &str, b: &Spanned<BackendFile>, p: &mut Problems) -> Option<Bac
             vname.clone(),
             Version {
                 endpoints,
+                discover,
                 tls,
                 protocol,
             },
@@ -134,33 +121,6 @@ fn backend(name: &str, b: &Spanned<BackendFile>, p: &mut Problems) -> Option<Bac
         outlier,
         release,
     })
-}
-
-fn endpoint(ep: &Spanned<String>, p: &mut Problems) {
-    let ok = match ep.value.rsplit_once(':') {
-        Some((host, port)) => {
-            let host = host
-                .strip_prefix('[')
-                .and_then(|h| h.strip_suffix(']'))
-                .unwrap_or(host);
-            port.parse::<u16>().is_ok_and(|port| port != 0)
-                && !host.is_empty()
-                && (host.parse::<std::net::IpAddr>().is_ok()
-                    || host
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'))
-        }
-        None => false,
-    };
-    if !ok {
-        p.at(
-            ep,
-            format!(
-                "endpoint {:?} must be host:port, e.g. 10.0.0.11:8000 or users-v1:8000",
-                ep.value
-            ),
-        );
-    }
 }
 
 fn health_check(h: &HealthCheckFile, p: &mut Problems) -> HealthCheck {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_saphyr::{Location, Spanned};
 
 mod backend;
+mod discover;
 mod values;
 
 use super::error::Diagnostic;
