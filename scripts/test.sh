@@ -60,3 +60,5 @@ fi
 # 8 s per slow-client mode; docs/reliability.md has the longer runs).
 SECS=8 bash scripts/slow-clients.sh
 bash scripts/tls-audit.sh
+# A fleet on one machine: dnsmasq, five loopback pods, three replicas.
+SWITCHYARD_BIN=target/debug/switchyard bash scripts/fleet.sh

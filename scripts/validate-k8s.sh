@@ -14,6 +14,7 @@
 #   - the Deployment agrees with that config: terminationGracePeriodSeconds >
 #     shutdown.drain_delay + shutdown.timeout, ports, probes, a directory (not
 #     subPath) config mount, a writable state_file directory, upstream Services
+#     (a discovered name must be a headless Service, whose DNS answer is its pods)
 #   - `kubectl kustomize` renders the base and the monitoring overlay, and the
 #     rendered base validates too (only where kubectl is installed)
 #
@@ -375,8 +376,19 @@ for bname, backend in config.get("backends", {}).items():
                 if not svc or int(port) not in [p["port"] for p in svc["spec"]["ports"]]:
                     bad(f"{cm_path}: backend {bname} {vname} endpoint {ep}: no Service {parts[0]} with port {port} in k8s/base/")
                 checked += 1
+        discover = version.get("discover")
+        if discover:
+            parts = discover["dns"].rstrip(".").split(".")
+            in_namespace = len(parts) >= 3 and parts[1] == namespace and parts[2] == "svc"
+            if in_namespace or len(parts) == 1:
+                svc = services.get(parts[0])
+                if not svc or int(discover["port"]) not in [p.get("targetPort") if isinstance(p.get("targetPort"), int) else p["port"] for p in svc["spec"]["ports"]]:
+                    bad(f"{cm_path}: backend {bname} {vname} discovers {discover['dns']}: no Service {parts[0]} with port {discover['port']} in k8s/base/")
+                elif svc["spec"].get("clusterIP") != "None":
+                    bad(f"{cm_path}: backend {bname} {vname} discovers {discover['dns']}: Service {parts[0]} is not headless (clusterIP: None), so its name is one virtual IP, not its pods")
+                checked += 1
 if checked:
-    ok(f"upstreams: {checked} endpoint(s) are Services of this base")
+    ok(f"upstreams: {checked} endpoint(s) or discovered name(s) are Services of this base (discovered ones headless)")
 
 for kind, name in (("PodDisruptionBudget", "switchyard"),):
     sel = find(objects, kind, name)["spec"]["selector"]["matchLabels"]

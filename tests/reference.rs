@@ -26,6 +26,10 @@ const LEVELS: &[(&str, &str)] = &[
         "backends: {b: {versions: {v: {zz_probe: 1}}}}\n",
     ),
     (
+        "versions.NAME.discover",
+        "backends: {b: {versions: {v: {discover: {zz_probe: 1}}}}}\n",
+    ),
+    (
         "versions.NAME.tls",
         "backends: {b: {versions: {v: {tls: {zz_probe: 1}}}}}\n",
     ),
