@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,8 +45,8 @@ const LOAD_RPS: f64 = 50.0;
 const LOAD_RPS_CAP: f64 = 2000.0;
 /// Concurrent load clients.
 const CLIENTS: usize = 4;
-/// The load stops after this long at most, at speed 1.
-const LOAD_LIMIT: Duration = Duration::from_secs(180);
+/// The story gives up waiting for a rollback after this long, at speed 1.
+const STORY_LIMIT: Duration = Duration::from_secs(180);
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -212,22 +212,14 @@ async fn story(control: Handle, proxy: SocketAddr, schedule: Arc<Schedule>) {
     if let Some(ReleaseState::Canary(state)) = control.release("demo").await {
         weight.store((state.weight * 100.0).round() as u32, Ordering::Relaxed);
     }
-    let stop = Arc::new(AtomicBool::new(false));
     let rate = (LOAD_RPS * schedule.speed).min(LOAD_RPS_CAP);
     let period = Duration::from_secs_f64(CLIENTS as f64 / rate);
-    let deadline = Instant::now() + schedule.at(LOAD_LIMIT);
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            tokio::spawn(load(
-                proxy,
-                period,
-                deadline,
-                Arc::clone(&stop),
-                Arc::clone(&weight),
-                Arc::clone(&tally),
-            ))
-        })
-        .collect();
+    let deadline = Instant::now() + schedule.at(STORY_LIMIT);
+    // The load goes on after the story, until Ctrl-C: the dashboard keeps
+    // live figures for whoever looks at it later.
+    for _ in 0..CLIENTS {
+        tokio::spawn(load(proxy, period, Arc::clone(&weight), Arc::clone(&tally)));
+    }
 
     let started = schedule.started;
     let stamp = || format!("[{:>6.1}s]", started.elapsed().as_secs_f64());
@@ -269,23 +261,12 @@ async fn story(control: Handle, proxy: SocketAddr, schedule: Arc<Schedule>) {
             }
         }
     }
-    // A little more traffic after the rollback shows users stay on v1.
+    // A little traffic after the rollback shows users stay on v1.
     tokio::time::sleep(schedule.at(Duration::from_secs(3))).await;
-    stop.store(true, Ordering::Relaxed);
-    for client in clients {
-        let _ = client.await;
-    }
     print_summary(&tally, &schedule, outcome);
 }
 
-async fn load(
-    proxy: SocketAddr,
-    period: Duration,
-    deadline: Instant,
-    stop: Arc<AtomicBool>,
-    weight: Arc<AtomicU32>,
-    tally: Arc<Tally>,
-) {
+async fn load(proxy: SocketAddr, period: Duration, weight: Arc<AtomicU32>, tally: Arc<Tally>) {
     let client: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .build(HttpConnector::new());
@@ -294,7 +275,7 @@ async fn load(
     };
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+    loop {
         tick.tick().await;
         let at_weight = weight.load(Ordering::Relaxed);
         tally.sent.fetch_add(1, Ordering::Relaxed);
@@ -362,5 +343,5 @@ fn print_summary(tally: &Tally, schedule: &Schedule, outcome: Option<(Instant, S
         (Some((_, reason)), None) => println!("  rolled back ({reason})"),
         (None, _) => println!("  no rollback happened before the load ended"),
     }
-    println!("\nThe gateway keeps serving; Ctrl-C to stop.");
+    println!("\nThe gateway keeps serving and the load goes on (the dashboard stays live); Ctrl-C to stop.");
 }

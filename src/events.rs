@@ -115,6 +115,31 @@ impl Events {
         self.last_reload().map_or(1, |r| r.generation)
     }
 
+    /// The kinds and messages of `backend`'s events of one of `kinds` that
+    /// happened after `after`, oldest first.
+    pub fn since(
+        &self,
+        after: SystemTime,
+        backend: &str,
+        kinds: &[EventKind],
+    ) -> Vec<(EventKind, String)> {
+        let inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        inner
+            .events
+            .iter()
+            .rev()
+            .take_while(|e| e.at > after)
+            .filter(|e| e.backend.as_deref() == Some(backend) && kinds.contains(&e.kind))
+            .map(|e| (e.kind, e.message.clone()))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect()
+    }
+
     /// Recent events, oldest first.
     pub fn recent(&self) -> Vec<Event> {
         self.inner

@@ -208,6 +208,26 @@ impl BackendRt {
         }
     }
 
+    /// Each version's share of the traffic now, in percent, by index.
+    pub fn weights(&self) -> Vec<f64> {
+        let mut weights = vec![0.0; self.versions.len()];
+        match self.shape {
+            Shape::Single(v) => weights[v] = 100.0,
+            Shape::Canary { stable, canary } => {
+                let canary_share = f64::from(self.live.threshold.load(Ordering::Relaxed)) / 100.0;
+                weights[canary] = canary_share;
+                weights[stable] = 100.0 - canary_share;
+            }
+            Shape::BlueGreen { .. } => {
+                let active = self.live.active.load(Ordering::Relaxed);
+                if let Some(w) = weights.get_mut(active) {
+                    *w = 100.0;
+                }
+            }
+        }
+        weights
+    }
+
     /// The stable version of a canary release.
     pub fn stable(&self) -> Option<VersionIdx> {
         match self.shape {

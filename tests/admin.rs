@@ -6,6 +6,7 @@ mod support;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
@@ -207,6 +208,91 @@ async fn the_dashboard_is_one_self_contained_page() {
     for external in ["src=\"http", "href=\"http", "<link", "@import", "cdn"] {
         assert!(!page.contains(external), "external asset: {external}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_keeps_one_sample_per_interval_with_the_release_marks() {
+    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
+    let analysis = "analysis: { interval: 200ms, window: 10s, min_requests: 10, max_error_rate: 0.1, max_p99_latency: 1s }";
+    let gw = TestGateway::start(&canary(v1.addr(), v2.addr(), 30.0, analysis));
+    let client = Client::new();
+    let history = |since: u64| {
+        let url = gw.admin_url(&format!("/status/history?since={since}"));
+        let client = client.clone();
+        async move {
+            let resp = client.get(&url).await;
+            assert_eq!(resp.status, 200);
+            serde_json::from_slice::<serde_json::Value>(&resp.body).expect("history JSON")
+        }
+    };
+    for _ in 0..40 {
+        assert_eq!(client.get(&gw.url("/")).await.status, 200);
+    }
+    assert!(
+        poll_until(Duration::from_secs(3), || async {
+            history(0).await["backends"]["app"]
+                .as_array()
+                .map_or(0, Vec::len)
+                >= 3
+        })
+        .await
+    );
+    v2.set_mode(Mode::Status(500));
+    for _ in 0..60 {
+        client.get(&gw.url("/")).await;
+    }
+    let rolled_back = poll_until(Duration::from_secs(5), || async {
+        history(0).await["backends"]["app"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|x| x["phase"] == "rolled_back"))
+    })
+    .await;
+    assert!(rolled_back);
+    let doc = history(0).await;
+    assert_eq!(doc["interval_ms"], 200);
+    let samples = doc["backends"]["app"].as_array().expect("samples").clone();
+    let seqs: Vec<u64> = samples.iter().filter_map(|s| s["seq"].as_u64()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "oldest first: {seqs:?}"
+    );
+    assert_eq!(doc["seq"].as_u64(), seqs.last().copied());
+    let first = &samples[0];
+    assert_eq!(first["weights"]["v2"], 30.0);
+    assert_eq!(first["phase"], "progressing");
+    assert!(first["at"].as_str().is_some_and(|at| at.ends_with('Z')));
+    // The rollback is a mark on the sample after it, with weight 0 from then on.
+    let marked = samples
+        .iter()
+        .position(|s| {
+            s["marks"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["kind"] == "rollback"))
+        })
+        .expect("a rollback mark");
+    let mark = &samples[marked];
+    assert_eq!(mark["weights"]["v2"], 0.0);
+    assert!(mark["versions"]["v2"]["error_rate"].as_f64().unwrap_or(0.0) > 0.1);
+    assert!(mark["versions"]["v2"]["errors"].as_u64().unwrap_or(0) > 0);
+    assert!(samples[..marked].iter().all(|s| s["weights"]["v2"] == 30.0));
+    // The start of the release is a mark too (its first weight).
+    assert!(
+        samples[0]["marks"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["kind"] == "step")),
+        "the first weight is a step mark: {}",
+        samples[0]
+    );
+    // `since` returns only the newer samples.
+    let last = seqs[seqs.len() - 2];
+    let newer = history(last).await;
+    let newer = newer["backends"]["app"]
+        .as_array()
+        .expect("samples")
+        .clone();
+    assert!(!newer.is_empty() && newer.iter().all(|s| s["seq"].as_u64() > Some(last)));
+    let bad = client.get(&gw.admin_url("/status/history?since=x")).await;
+    assert_eq!(bad.status, 400);
 }
 
 #[tokio::test]

@@ -110,6 +110,28 @@ async fn the_demo_tells_the_whole_story_fast() {
         .unwrap_or(u64::MAX);
     assert!(ms < 2000, "{rollback}");
 
+    // The load goes on after the story: the dashboard stays live.
+    let admin = dashboard
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("dashboard URL")
+        .trim_end_matches('/')
+        .to_string();
+    let client = Client::new();
+    let served = |text: String| {
+        sample(
+            &samples(&text),
+            "switchyard_requests_total",
+            &[("backend", "demo"), ("version", "v1"), ("code", "2xx")],
+        )
+    };
+    let before = served(client.get(&format!("{admin}/metrics")).await.text());
+    let more = poll_until(Duration::from_secs(5), || async {
+        served(client.get(&format!("{admin}/metrics")).await.text()) > before + 20.0
+    })
+    .await;
+    assert!(more, "the load stopped after the summary");
+
     // Ctrl-C ends it cleanly.
     let status = Command::new("kill")
         .args(["-s", "INT", &child.id().to_string()])

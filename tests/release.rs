@@ -209,13 +209,14 @@ async fn steps_advance_while_healthy_until_promoted() {
     assert_eq!(
         decided,
         [
+            "release started: v2 at 10%",
             "step 1: canary at 25%",
             "step 2: canary at 50%",
             "step 3: canary promoted to 100%"
         ]
     );
     assert!(
-        steps
+        steps[1..]
             .iter()
             .all(|m| m.contains("[v1 ") && m.contains("; v2 ")),
         "{steps:?}"

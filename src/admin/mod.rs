@@ -165,6 +165,16 @@ async fn answer(context: &Context, req: Request<Incoming>) -> Answer {
             let ready = context.readiness.is_ready();
             json_answer(StatusCode::OK, &status::document(shared, ready, &views))
         }
+        ["status", "history"] if get => match since(req.uri().query()) {
+            Some(since) => {
+                let page = context.control.history(since).await;
+                json_answer(StatusCode::OK, &status::history_document(&page))
+            }
+            None => json_answer(
+                StatusCode::BAD_REQUEST,
+                &json!({ "error": "since must be a sample number: /status/history?since=N" }),
+            ),
+        },
         ["admin", "reload"] if post => match authorize(shared, &req).await {
             Some(denied) => denied,
             None => match context.control.reload().await {
@@ -185,7 +195,7 @@ async fn answer(context: &Context, req: Request<Incoming>) -> Answer {
             Some(denied) => denied,
             None => act(&context.control, name, action).await,
         },
-        [""] | ["healthz"] | ["readyz"] | ["metrics"] | ["status"] => {
+        [""] | ["healthz"] | ["readyz"] | ["metrics"] | ["status"] | ["status", "history"] => {
             method_not_allowed("GET, HEAD")
         }
         ["admin", "reload"] | ["admin", "backends", _, _] => method_not_allowed("POST"),
@@ -320,6 +330,21 @@ fn method_not_allowed(allow: &'static str) -> Answer {
         .headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static(allow));
     response
+}
+
+/// `since=N` from a query string: 0 when absent, `None` when not a number.
+fn since(query: Option<&str>) -> Option<u64> {
+    let Some(query) = query else {
+        return Some(0);
+    };
+    let mut since = 0;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("since", value)) => since = value.parse().ok()?,
+            _ => continue,
+        }
+    }
+    Some(since)
 }
 
 #[cfg(test)]

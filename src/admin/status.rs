@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 
 use crate::config::{AnalysisSource, Release};
 use crate::control::engine::{ReleaseState, ReleaseView};
+use crate::control::history::Page;
 use crate::release::progress::Phase;
 use crate::release::verdict::Evidence;
 use crate::shared::Shared;
@@ -23,26 +24,6 @@ fn rfc3339(at: SystemTime) -> String {
 
 fn from_wall_ms(ms: u64) -> String {
     rfc3339(UNIX_EPOCH + Duration::from_millis(ms))
-}
-
-/// Percent of traffic per version, by index, as the split stands now.
-pub fn weights(backend: &BackendRt) -> Vec<f64> {
-    let mut weights = vec![0.0; backend.versions.len()];
-    match backend.shape {
-        Shape::Single(v) => weights[v] = 100.0,
-        Shape::Canary { stable, canary } => {
-            let canary_share = f64::from(backend.live.threshold.load(Ordering::Relaxed)) / 100.0;
-            weights[canary] = canary_share;
-            weights[stable] = 100.0 - canary_share;
-        }
-        Shape::BlueGreen { .. } => {
-            let active = backend.live.active.load(Ordering::Relaxed);
-            if let Some(w) = weights.get_mut(active) {
-                *w = 100.0;
-            }
-        }
-    }
-    weights
 }
 
 fn role(backend: &BackendRt, index: usize) -> &'static str {
@@ -67,7 +48,7 @@ pub fn document(shared: &Shared, ready: bool, views: &[ReleaseView]) -> Value {
         };
         let view = views.iter().find(|v| v.backend == backend.name);
         let state = view.map(|v| &v.state);
-        let weights = weights(backend);
+        let weights = backend.weights();
         let window_span = backend
             .analysis
             .as_ref()
@@ -233,4 +214,59 @@ pub fn refresh_gauges(shared: &Shared, releases: &HashMap<String, ReleaseState>)
             }
         }
     }
+}
+
+/// The `/status/history` document: per backend, the timeline samples,
+/// oldest first (SPEC §6).
+pub fn history_document(page: &Page) -> Value {
+    let backends: Map<String, Value> = page
+        .backends
+        .iter()
+        .map(|(name, samples)| {
+            let samples: Vec<Value> = samples
+                .iter()
+                .map(|s| {
+                    let weights: Map<String, Value> = s
+                        .versions
+                        .iter()
+                        .map(|v| (v.name.clone(), json!(v.weight)))
+                        .collect();
+                    let versions: Map<String, Value> = s
+                        .versions
+                        .iter()
+                        .map(|v| {
+                            let error_rate = if v.requests == 0 {
+                                0.0
+                            } else {
+                                v.errors as f64 / v.requests as f64
+                            };
+                            let figures = json!({
+                                "requests": v.requests,
+                                "errors": v.errors,
+                                "error_rate": error_rate,
+                                "p99_ms": v.p99_ms,
+                            });
+                            (v.name.clone(), figures)
+                        })
+                        .collect();
+                    let marks: Vec<Value> = s
+                        .marks
+                        .iter()
+                        .map(|m| json!({ "kind": m.kind.as_str(), "message": m.message }))
+                        .collect();
+                    json!({
+                        "seq": s.seq,
+                        "at": humantime::format_rfc3339_millis(s.at).to_string(),
+                        "phase": s.phase.map(Phase::as_str),
+                        "step": s.step,
+                        "weights": weights,
+                        "versions": versions,
+                        "marks": marks,
+                    })
+                })
+                .collect();
+            (name.clone(), Value::Array(samples))
+        })
+        .collect();
+    json!({ "interval_ms": page.interval_ms, "seq": page.seq, "backends": backends })
 }

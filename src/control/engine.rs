@@ -134,6 +134,19 @@ impl Engine {
     }
 
     /// Every release of `snapshot`'s backends, with its last verdict.
+    /// `backend`'s release phase and step now, for the timeline.
+    pub fn timeline_state(&self, backend: &str) -> Option<super::history::Release> {
+        let state = self.releases.get(backend)?;
+        let step = match state {
+            ReleaseState::Canary(c) => c.step,
+            ReleaseState::BlueGreen(_) => None,
+        };
+        Some(super::history::Release {
+            phase: state.phase(),
+            step,
+        })
+    }
+
     pub fn views(&self, snapshot: &Snapshot) -> Vec<ReleaseView> {
         snapshot
             .backends
@@ -175,6 +188,10 @@ impl Engine {
                         _ => {
                             let s = progress::Canary::start(identity, &plan, now);
                             tracing::info!(backend = %backend.name, canary = %c.canary, weight = s.weight, "release started");
+                            let message = format!("release started: {} at {}%", c.canary, s.weight);
+                            shared
+                                .events
+                                .push(EventKind::Step, Some(&backend.name), message);
                             ReleaseState::Canary(s)
                         }
                     }

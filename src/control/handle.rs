@@ -7,6 +7,7 @@
 use tokio::sync::{mpsc, oneshot};
 
 use super::engine::{ActError, ReleaseState, ReleaseView};
+use super::history::Page;
 use crate::release::progress::Action;
 
 /// Triggers the channel holds before senders wait.
@@ -42,6 +43,11 @@ pub enum Trigger {
     },
     /// A copy of every release state and last verdict, by backend.
     Inspect(oneshot::Sender<Vec<ReleaseView>>),
+    /// The timeline samples newer than `since`.
+    History {
+        since: u64,
+        reply: oneshot::Sender<Page>,
+    },
 }
 
 /// The sending side of the control loop's channel.
@@ -92,6 +98,13 @@ impl Handle {
     /// Every backend's release state and last verdict now.
     pub async fn inspect(&self) -> Vec<ReleaseView> {
         self.ask(Trigger::Inspect).await.unwrap_or_default()
+    }
+
+    /// The release timeline: the samples newer than `since`.
+    pub async fn history(&self, since: u64) -> Page {
+        self.ask(|reply| Trigger::History { since, reply })
+            .await
+            .unwrap_or_default()
     }
 
     /// Every backend's release state now.

@@ -14,6 +14,7 @@ pub mod discovery;
 pub mod engine;
 pub mod handle;
 pub mod health;
+pub mod history;
 mod probe;
 pub mod prometheus;
 pub mod state_file;
@@ -51,6 +52,8 @@ pub struct Control {
     shared: Arc<Shared>,
     /// DNS-discovered versions and their addresses in force.
     discovery: Discovery,
+    /// The release timeline, sampled from the engine tick.
+    history: history::History,
     /// The config file; `None` when started from a config value (no reloads).
     path: Option<PathBuf>,
     engine: Engine,
@@ -85,6 +88,7 @@ impl Control {
         engine.reconcile(&snapshot, &shared);
         Ok(Control {
             discovery,
+            history: history::History::default(),
             path,
             engine,
             probes: Probes::default(),
@@ -138,6 +142,9 @@ impl Control {
                         let snapshot = self.shared.snapshot.load_full();
                         let _ = reply.send(self.engine.views(&snapshot));
                     }
+                    Some(Trigger::History { since, reply }) => {
+                        let _ = reply.send(self.history.page(since));
+                    }
                 },
                 _ = tick.tick() => {
                     for lookup in self.discovery.due(tokio::time::Instant::now()) {
@@ -147,7 +154,11 @@ impl Control {
                         });
                     }
                     let snapshot = self.shared.snapshot.load_full();
-                    for query in self.engine.tick(&snapshot, &self.shared) {
+                    let queries = self.engine.tick(&snapshot, &self.shared);
+                    let engine = &self.engine;
+                    let now = self.shared.clock.now_ms();
+                    self.history.tick(&snapshot, now, |b| engine.timeline_state(b), &self.shared.events);
+                    for query in queries {
                         // One query per backend at a time; a slow Prometheus
                         // delays decisions, it never queues them up.
                         if !self.querying.insert(query.backend.clone()) {

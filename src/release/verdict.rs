@@ -294,7 +294,7 @@ impl Evidence {
             .versions
             .iter()
             .map(|(name, f)| {
-                let (rate, _) = percent_pair(f.error_rate(), 0.0);
+                let rate = format!("{:.2}%", f.error_rate() * 100.0);
                 let p99 = f.p99_ms.map_or_else(|| "-".to_string(), millis);
                 format!(
                     "{name} {rate} errors ({} of {}), p99 {p99}",
