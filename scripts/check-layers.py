@@ -28,7 +28,7 @@ SRC = pathlib.Path(__file__).resolve().parent.parent / "src"
 MAX_FILE_LINES = 600
 MAX_FN_LINES = 80
 REQUEST_PATH = ("server", "proxy", "upstream")
-SHELL = {"app", "main", "demo"}
+SHELL = {"app", "main", "demo", "ctl"}
 CORE_AND_PURE = {
     "clock", "shared", "snapshot", "metrics", "events", "error", "endpoint",
     "stats", "tls", "request_id", "config", "release",

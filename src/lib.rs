@@ -8,7 +8,8 @@
 //! above (`scripts/check-layers.py` checks the `use` graph is a DAG).
 //!
 //! ```text
-//! shell      app, demo (and the binary's main): wiring, shutdown, the demo
+//! shell      app, demo, ctl (and the binary's main): wiring, shutdown, the
+//!            demo, fleet control
 //! control    control/  the only writer of the snapshot: the loop (mod),
 //!                      handle (request/reply), watch, engine, analysis,
 //!                      state_file, health + probe (active checks, HTTP and
@@ -51,6 +52,7 @@ pub mod app;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod ctl;
 pub mod demo;
 pub mod endpoint;
 pub mod error;

@@ -46,6 +46,64 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         speed: f64,
     },
+    /// Act on every replica of a fleet through their admin APIs.
+    Ctl(CtlArgs),
+}
+
+#[derive(clap::Args)]
+struct CtlArgs {
+    /// A replica's admin API: http://HOST:PORT, HOST:PORT, or dns:NAME:PORT
+    /// for every address of NAME (repeatable; or a comma-separated list in
+    /// SWITCHYARD_ADMIN).
+    #[arg(
+        long = "admin",
+        env = "SWITCHYARD_ADMIN",
+        value_delimiter = ',',
+        global = true
+    )]
+    admins: Vec<String>,
+    /// A file holding the admin bearer token (else SWITCHYARD_ADMIN_TOKEN).
+    #[arg(long, global = true)]
+    token_file: Option<PathBuf>,
+    /// How long to wait for each replica (e.g. 5s, 500ms).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, global = true)]
+    timeout: std::time::Duration,
+    /// Output: one line per replica, or one JSON document.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    output: CtlOutput,
+    /// The DNS server for dns: replicas (IP:PORT; default the system's).
+    #[arg(long, global = true)]
+    resolver: Option<SocketAddr>,
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CtlOutput {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// Each replica's phase, weights, step and window figures; flags
+    /// replicas that disagree (exit 3).
+    Status {
+        /// Only this backend.
+        backend: Option<String>,
+    },
+    /// Skip to 100 % canary on every replica.
+    Promote { backend: String },
+    /// Roll back now on every replica.
+    Abort { backend: String },
+    /// Hold the release on every replica.
+    Pause { backend: String },
+    /// Continue a paused release on every replica.
+    Resume { backend: String },
+    /// Restart a rolled-back release on every replica.
+    Retry { backend: String },
+    /// Reload the config file on every replica.
+    Reload,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -77,17 +135,46 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Command::Ctl(args) = command {
+        return ExitCode::from(ctl(args));
+    }
     let Some(path) = cli.config.as_deref() else {
         eprintln!("switchyard: no config file: pass -c FILE or set SWITCHYARD_CONFIG (or try `switchyard demo`)");
         return ExitCode::from(2);
     };
     match command {
         Command::Check => check(path),
-        Command::Run | Command::Demo { .. } => {
+        Command::Run | Command::Demo { .. } | Command::Ctl(_) => {
             init_logging(cli.log_format, "info");
             run(path)
         }
     }
+}
+
+fn ctl(args: CtlArgs) -> u8 {
+    use switchyard::ctl::{self, Command};
+    let action = |name: &str, backend: String| Command::Action {
+        action: name.to_string(),
+        backend,
+    };
+    let command = match args.command {
+        CtlCommand::Status { backend } => Command::Status { backend },
+        CtlCommand::Promote { backend } => action("promote", backend),
+        CtlCommand::Abort { backend } => action("abort", backend),
+        CtlCommand::Pause { backend } => action("pause", backend),
+        CtlCommand::Resume { backend } => action("resume", backend),
+        CtlCommand::Retry { backend } => action("retry", backend),
+        CtlCommand::Reload => Command::Reload,
+    };
+    let options = ctl::Options {
+        admins: args.admins,
+        token_file: args.token_file,
+        token: std::env::var("SWITCHYARD_ADMIN_TOKEN").ok(),
+        timeout: args.timeout,
+        json: matches!(args.output, CtlOutput::Json),
+        resolver: args.resolver,
+    };
+    ctl::run(command, options)
 }
 
 fn check(path: &Path) -> ExitCode {
