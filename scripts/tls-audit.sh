@@ -2,7 +2,9 @@
 # TLS audit of a gateway TLS listener with sslscan (issue 9, point 6; result
 # in docs/reliability.md). Makes a throwaway certificate with openssl, starts
 # the gateway on 127.0.0.1 with one TLS listener, runs sslscan against it and
-# checks that only TLS 1.2/1.3 are enabled and no weak cipher is offered.
+# checks that only TLS 1.2/1.3 are enabled, no weak cipher is offered, and
+# the server's cipher order decides (openssl s_client offering two suites in
+# both orders).
 # Needs sslscan (apt-get install -y sslscan), openssl, curl, python3 and a
 # built binary (SWITCHYARD_BIN overrides target/debug/switchyard).
 set -euo pipefail
@@ -68,5 +70,18 @@ while read -r line; do
 done < <(grep -E "^(Preferred|Accepted) " "$work/sslscan.txt")
 # (Debian's sslscan cannot probe compression; rustls never implements it.)
 if grep -q "Compression enabled" "$work/sslscan.txt"; then echo "FAIL: TLS compression"; fail=1; fi
+# Server cipher order (testssl.sh's "Has server cipher order?"): a client
+# offering two suites in either order gets the same one, the server's pick.
+negotiated() { # negotiated PROTO-FLAG CIPHER-FLAG LIST
+    openssl s_client -connect "127.0.0.1:$tls_port" -servername localhost "$1" "$2" "$3" </dev/null 2>/dev/null |
+        sed -n 's/^New, .*Cipher is \(.*\)$/\1/p' | head -1
+}
+order12a=$(negotiated -tls1_2 -cipher ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES256-GCM-SHA384)
+order12b=$(negotiated -tls1_2 -cipher ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305)
+order13a=$(negotiated -tls1_3 -ciphersuites TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384)
+order13b=$(negotiated -tls1_3 -ciphersuites TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256)
+echo "server cipher order: TLS 1.2 -> $order12a / $order12b, TLS 1.3 -> $order13a / $order13b"
+if [[ -z $order12a || $order12a != "$order12b" ]]; then echo "FAIL: TLS 1.2 follows the client's cipher order"; fail=1; fi
+if [[ -z $order13a || $order13a != "$order13b" ]]; then echo "FAIL: TLS 1.3 follows the client's cipher order"; fail=1; fi
 if ((fail)); then echo "TLS audit: FAILED"; exit 1; fi
-echo "TLS audit: passed (TLS 1.2/1.3 only, AEAD suites with forward secrecy only)"
+echo "TLS audit: passed (TLS 1.2/1.3 only, AEAD suites with forward secrecy only, server cipher order)"

@@ -4,7 +4,7 @@
 //! snapshot is built, never per request. State gauges (weights, phases,
 //! endpoint health) are refreshed when `/metrics` is scraped.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use prometheus::core::Collector;
 use prometheus::{
@@ -46,27 +46,64 @@ pub struct Metrics {
     pub discovery_errors: IntCounterVec,
 }
 
-/// Pre-resolved handles for one (route, backend, version) label set.
+/// Pre-resolved handles for one (route, backend, version) label set. A real
+/// version's series exist from the start (at 0, so rates and alerts see
+/// them); those of the gateway's own answers (version "") appear with their
+/// first answer, and never for upstream errors, which have a version.
 #[derive(Clone)]
 pub struct VersionMetrics {
-    codes: [IntCounter; 5],
-    duration: Histogram,
-    errors: [IntCounter; 4],
+    codes: [OnceLock<IntCounter>; 5],
+    duration: OnceLock<Histogram>,
+    errors: [OnceLock<IntCounter>; 4],
     /// Only for a real version (the gateway's own answers have none).
     pub client_aborts: Option<IntCounter>,
+    /// The vectors and labels to make a handle on first use.
+    lazy: Arc<Lazy>,
+}
+
+struct Lazy {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    upstream_errors: IntCounterVec,
+    route: String,
+    backend: String,
+    version: String,
+}
+
+impl Lazy {
+    fn code(&self, class: usize) -> IntCounter {
+        let code = CODE_CLASSES[class];
+        self.requests
+            .with_label_values(&[&self.route, &self.backend, &self.version, code])
+    }
+
+    fn duration(&self) -> Histogram {
+        self.duration
+            .with_label_values(&[&self.route, &self.backend, &self.version])
+    }
+
+    fn error(&self, i: usize) -> IntCounter {
+        let kind = FAILURE_KINDS[i].as_str();
+        self.upstream_errors
+            .with_label_values(&[&self.backend, &self.version, kind])
+    }
 }
 
 impl VersionMetrics {
     /// Counts one answer (an upstream attempt, or the gateway's own).
     pub fn observe(&self, status: u16, seconds: f64) {
         let class = (usize::from(status / 100)).clamp(1, 5) - 1;
-        self.codes[class].inc();
-        self.duration.observe(seconds);
+        self.codes[class]
+            .get_or_init(|| self.lazy.code(class))
+            .inc();
+        self.duration
+            .get_or_init(|| self.lazy.duration())
+            .observe(seconds);
     }
 
     pub fn upstream_error(&self, kind: UpstreamFailure) {
         let i = FAILURE_KINDS.iter().position(|k| *k == kind).unwrap_or(0);
-        self.errors[i].inc();
+        self.errors[i].get_or_init(|| self.lazy.error(i)).inc();
     }
 }
 
@@ -201,23 +238,37 @@ impl Metrics {
         self
     }
 
-    /// Handles for one label set.
+    /// Handles for one label set; a real version's are made now, the
+    /// gateway's own answers' (`version` "") on first use.
     pub fn version(&self, route: &str, backend: &str, version: &str) -> VersionMetrics {
-        VersionMetrics {
-            codes: CODE_CLASSES.map(|code| {
-                self.requests
-                    .with_label_values(&[route, backend, version, code])
-            }),
-            duration: self.duration.with_label_values(&[route, backend, version]),
-            errors: FAILURE_KINDS.map(|kind| {
-                self.upstream_errors
-                    .with_label_values(&[backend, version, kind.as_str()])
-            }),
+        let lazy = Arc::new(Lazy {
+            requests: self.requests.clone(),
+            duration: self.duration.clone(),
+            upstream_errors: self.upstream_errors.clone(),
+            route: route.to_string(),
+            backend: backend.to_string(),
+            version: version.to_string(),
+        });
+        let handles = VersionMetrics {
+            codes: std::array::from_fn(|_| OnceLock::new()),
+            duration: OnceLock::new(),
+            errors: std::array::from_fn(|_| OnceLock::new()),
             client_aborts: (!version.is_empty()).then(|| {
                 self.client_aborts
                     .with_label_values(&[route, backend, version])
             }),
+            lazy,
+        };
+        if !version.is_empty() {
+            for (class, code) in handles.codes.iter().enumerate() {
+                let _ = code.set(handles.lazy.code(class));
+            }
+            let _ = handles.duration.set(handles.lazy.duration());
+            for (i, error) in handles.errors.iter().enumerate() {
+                let _ = error.set(handles.lazy.error(i));
+            }
         }
+        handles
     }
 
     pub fn reload(&self, success: bool) {

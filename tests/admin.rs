@@ -296,6 +296,40 @@ async fn the_history_keeps_one_sample_per_interval_with_the_release_marks() {
 }
 
 #[tokio::test]
+async fn no_placeholder_series_for_label_sets_that_cannot_occur() {
+    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
+    let gw = TestGateway::start(&canary(v1.addr(), v2.addr(), 10.0, ""));
+    let client = Client::new();
+    let metrics = client.get(&gw.admin_url("/metrics")).await.text();
+    let own: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("switchyard_") && l.contains("version=\"\""))
+        .collect();
+    assert!(
+        own.is_empty(),
+        "series for the gateway's own answers before any: {own:?}"
+    );
+    // The configured versions' series are there from the start.
+    assert!(metrics.contains(
+        "switchyard_upstream_errors_total{backend=\"app\",kind=\"connect\",version=\"v2\"} 0"
+    ));
+    // The gateway's own answer (no endpoint: 503) makes its request series,
+    // and no upstream error series without a version.
+    drop(v1);
+    drop(v2);
+    for _ in 0..40 {
+        client.get(&gw.url("/")).await;
+    }
+    let metrics = client.get(&gw.admin_url("/metrics")).await.text();
+    assert!(
+        !metrics.lines().any(
+            |l| l.starts_with("switchyard_upstream_errors_total") && l.contains("version=\"\"")
+        ),
+        "an upstream error series without a version"
+    );
+}
+
+#[tokio::test]
 async fn probes_answer_and_unknown_paths_and_methods_are_refused() {
     let v1 = Backend::start("v1").await;
     let gw = TestGateway::start(&single(&[v1.addr()], "", ""));

@@ -114,6 +114,7 @@ async fn an_action_reaches_every_replica_and_status_agrees() {
     let mut a = fleet.admin_args();
     a.extend(args(&["--token-file", &token, "pause", "app"]));
     let (code, out, err) = ctl(a, vec![]).await;
+    println!("{out}");
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(
         out.lines().filter(|l| l.contains("  ok: ")).count(),
@@ -300,6 +301,7 @@ async fn replicas_that_disagree_are_flagged() {
     let mut a = fleet.admin_args();
     a.extend(args(&["status"]));
     let (code, out, _) = ctl(a, vec![]).await;
+    println!("{out}");
     assert_eq!(code, 3, "{out}");
     let flagged: Vec<&str> = out.lines().filter(|l| l.contains("<- DISAGREES")).collect();
     assert_eq!(flagged.len(), 1, "{out}");
