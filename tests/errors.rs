@@ -342,6 +342,44 @@ async fn connections_over_max_connections_wait_until_a_slot_frees() {
 }
 
 #[tokio::test]
+async fn a_waiting_connection_gets_the_first_slot_that_goes_idle() {
+    let backend = Backend::start("b").await;
+    let gw = gateway_to(
+        backend.addr(),
+        "",
+        "limits:\n  max_connections: 2\n  idle_timeout: 60s\n",
+    )
+    .await;
+    // Two requests in flight on two keep-alive connections.
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let mut conn = TcpStream::connect(gw.addr()).await.expect("connect");
+        conn.write_all(b"GET /delay/600 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        busy.push(conn);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A third waits for a slot: every connection is busy, none evictable.
+    let url = gw.url("/");
+    let started = Instant::now();
+    let third = tokio::spawn(async move { Client::without_pool().get(&url).await.status });
+    // The two finish and stay open, idle on keep-alive (60 s idle_timeout).
+    let mut buf = [0u8; 1024];
+    for conn in &mut busy {
+        let n = conn.read(&mut buf).await.expect("answer");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    }
+    let status = tokio::time::timeout(Duration::from_secs(3), third)
+        .await
+        .expect("the waiting connection is served once a slot goes idle, not at idle_timeout");
+    assert_eq!(status.expect("task"), 200);
+    let waited = started.elapsed();
+    eprintln!("served {waited:?} after it arrived (the busy ones took 600 ms)");
+    assert!(waited < Duration::from_secs(2), "{waited:?}");
+}
+
+#[tokio::test]
 async fn at_max_connections_idle_connections_are_closed_to_admit_new_ones() {
     let backend = Backend::start("b").await;
     let gw = gateway_to(

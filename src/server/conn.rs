@@ -5,15 +5,37 @@
 //! The low module of the server: it imports nothing of the server, the
 //! request path or the upstream, so all of them can use it.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use atomic_waker::AtomicWaker;
+use tokio::sync::Notify;
 
 use crate::clock::Clock;
+
+/// How an accept waiting for a slot learns that a connection went idle (and
+/// can be evicted for it): a connection going idle pays one relaxed load,
+/// and notifies only while someone waits.
+#[derive(Debug, Default)]
+pub struct IdleSignal {
+    pub(super) waiting: AtomicUsize,
+    pub(super) notify: Notify,
+}
+
+impl IdleSignal {
+    /// A connection went idle.
+    pub fn went_idle(&self) {
+        if self.waiting.load(Ordering::Relaxed) > 0 {
+            self.notify.notify_waiters();
+        }
+    }
+}
 
 /// State shared between a connection's guard and the requests served on it.
 #[derive(Debug)]
 pub struct ConnState {
+    /// Raised whenever the connection goes idle (see `evict`).
+    pub idle_signal: Arc<IdleSignal>,
     /// What `idle_since` and `last_head` are stamped with.
     pub clock: Clock,
     /// Responses finished on this connection. Written by the response body
@@ -45,7 +67,13 @@ pub struct ConnState {
 
 impl ConnState {
     pub fn new(clock: Clock) -> Self {
+        Self::with_signal(clock, Arc::default())
+    }
+
+    /// A connection that raises `idle_signal` whenever it goes idle.
+    pub fn with_signal(clock: Clock, idle_signal: Arc<IdleSignal>) -> Self {
         ConnState {
+            idle_signal,
             clock,
             completed: AtomicU64::new(0),
             passthrough: AtomicBool::new(false),
@@ -62,6 +90,7 @@ impl ConnState {
     pub fn mark_idle(&self) {
         self.idle_since
             .store(self.clock.now_ms(), Ordering::Relaxed);
+        self.idle_signal.went_idle();
     }
 
     /// Ready for a new hyper connection on the same socket (after parking).

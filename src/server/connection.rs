@@ -47,8 +47,11 @@ impl Connection {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let state = Arc::new(ConnState::new(self.worker.clock));
         let conns = Arc::clone(&self.conns);
+        let state = Arc::new(ConnState::with_signal(
+            self.worker.clock,
+            conns.idle_signal(),
+        ));
         let _registered = conns.register(Arc::clone(&state));
         let conn = Arc::new(Conn::new(self.peer, tls, Arc::clone(&state)));
         let parks = !h2 && PARK_AFTER < self.limits.idle_timeout;

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use slab::Slab;
 
-use super::conn::ConnState;
+use super::conn::{ConnState, IdleSignal};
 
 /// How many idle connections one full accept evicts at most (NGINX: 32).
 pub const EVICT_BATCH: usize = 16;
@@ -28,6 +28,27 @@ pub struct Registry {
     conns: Mutex<Slab<Arc<ConnState>>>,
     /// Times a connection was parked between requests (see `server`).
     parks: AtomicU64,
+    /// Tells a connection waiting for a slot that one went idle.
+    idle: Arc<IdleSignal>,
+}
+
+/// One accept waiting for a slot; counted while it lives.
+pub struct Waiting<'a>(&'a IdleSignal);
+
+impl Waiting<'_> {
+    /// Resolves at the next connection going idle (registered now, so one
+    /// that goes idle before the caller polls it is not missed).
+    pub fn next_idle(&self) -> std::pin::Pin<Box<tokio::sync::futures::Notified<'_>>> {
+        let mut notified = Box::pin(self.0.notify.notified());
+        notified.as_mut().enable();
+        notified
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Removes its connection from the registry when dropped.
@@ -48,6 +69,17 @@ impl Registry {
             registry: self,
             key,
         }
+    }
+
+    /// The signal its connections raise when they go idle.
+    pub fn idle_signal(&self) -> Arc<IdleSignal> {
+        Arc::clone(&self.idle)
+    }
+
+    /// Counts the caller as waiting for a slot until the guard drops.
+    pub fn wait_for_idle(&self) -> Waiting<'_> {
+        self.idle.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(&self.idle)
     }
 
     pub fn parked(&self) {

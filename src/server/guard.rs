@@ -420,6 +420,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Guarded<T> {
         self.deadline = Some(now + wait);
         let stamp = self.state.clock.ms_at(now);
         self.state.idle_since.store(stamp, Ordering::Relaxed);
+        self.state.idle_signal.went_idle();
     }
 
     /// Idle or reading a head: every byte goes through the scanner.

@@ -257,13 +257,20 @@ async fn admit(
         Err(TryAcquireError::Closed) => None,
         Err(TryAcquireError::NoPermits) => {
             let accepted = accept(bound, stop).await?;
-            let evicted = serving.conns.evict_idle(evict::EVICT_BATCH);
-            if evicted > 0 {
-                tracing::debug!(listener = %bound.name, evicted, "max_connections reached: closing idle connections");
-            }
-            tokio::select! {
-                permit = Arc::clone(&serving.slots).acquire_owned() => Some((permit.ok()?, accepted)),
-                _ = stopped(stop) => None,
+            // Evict now, and again whenever a connection goes idle while
+            // this one waits (a busy connection finishing its request).
+            let waiting = serving.conns.wait_for_idle();
+            loop {
+                let next_idle = waiting.next_idle();
+                let evicted = serving.conns.evict_idle(evict::EVICT_BATCH);
+                if evicted > 0 {
+                    tracing::debug!(listener = %bound.name, evicted, "max_connections reached: closing idle connections");
+                }
+                tokio::select! {
+                    permit = Arc::clone(&serving.slots).acquire_owned() => return Some((permit.ok()?, accepted)),
+                    _ = next_idle => continue,
+                    _ = stopped(stop) => return None,
+                }
             }
         }
     }
