@@ -10,6 +10,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 use switchyard::{config, demo, Gateway};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc, with its background threads purging freed memory: after a
+/// burst (slow readers, a connection flood) the process gives memory back
+/// to the system within seconds, where glibc's arenas kept it
+/// (docs/benchmarks.md, slow readers).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "switchyard",

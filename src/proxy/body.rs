@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -38,6 +39,8 @@ pub struct ResponseBody {
     bytes_out: u64,
     complete: bool,
     conn: Option<Arc<ConnState>>,
+    /// HTTP/1: wait while the client's socket is full (`pace_to_client`).
+    paced: bool,
     finish: Option<Box<dyn OnFinish>>,
     in_flight: Option<InFlight>,
     stall: Option<StallWatch>,
@@ -70,6 +73,7 @@ impl ResponseBody {
             bytes_out: 0,
             complete: false,
             conn: None,
+            paced: false,
             finish: None,
             in_flight: None,
             stall: None,
@@ -107,6 +111,28 @@ impl ResponseBody {
             frames: 0,
             frames_at_arm: 0,
         });
+    }
+
+    /// Reads no more from the upstream while the HTTP/1 client's socket
+    /// takes no more bytes: what a slow reader holds in the gateway is then
+    /// what was already queued, not the whole response (a slow-read attack
+    /// costs a bounded amount of memory per connection).
+    pub fn pace_to_client(&mut self) {
+        self.paced = true;
+    }
+
+    /// Whether the client is not taking bytes now (then wakes `cx` when it
+    /// does).
+    fn client_blocked(&self, cx: &mut Context<'_>) -> bool {
+        let Some(conn) = self.conn.as_ref().filter(|_| self.paced) else {
+            return false;
+        };
+        if !conn.write_blocked.load(Ordering::Acquire) {
+            return false;
+        }
+        conn.write_waker.register(cx.waker());
+        // Cleared between the two loads: go on (the wake may be lost).
+        conn.write_blocked.load(Ordering::Acquire)
     }
 
     /// Keeps the endpoint's in-flight count until the body is done.
@@ -191,6 +217,9 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
+        if this.client_blocked(cx) {
+            return Poll::Pending;
+        }
         let polled = match &mut this.content {
             Content::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Content::Stream(body) => match Pin::new(body).poll_frame(cx) {

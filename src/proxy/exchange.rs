@@ -177,6 +177,9 @@ impl<'s> Exchange<'s> {
             response.body_mut().set_in_flight(in_flight);
         }
         response.body_mut().set_conn(conn.state.clone());
+        if self.http1 {
+            response.body_mut().pace_to_client();
+        }
         response
     }
 

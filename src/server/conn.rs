@@ -60,6 +60,12 @@ pub struct ConnState {
     /// The guard parks the connection as soon as this response ends, so it
     /// wants to hear of it at once.
     pub wake_when_done: AtomicBool,
+    /// Set by the guard while the client's socket takes no more bytes (the
+    /// client reads slower than the upstream sends); an HTTP/1 response body
+    /// waits for it to clear instead of queueing more (`write_waker`).
+    pub write_blocked: AtomicBool,
+    /// The response body waiting for `write_blocked` to clear.
+    pub write_waker: AtomicWaker,
     /// When the connection's last request head began, in the clock's
     /// milliseconds (0: none yet). Kept across parks.
     pub last_head: AtomicU64,
@@ -82,6 +88,8 @@ impl ConnState {
             evict: AtomicBool::new(false),
             waker: AtomicWaker::new(),
             wake_when_done: AtomicBool::new(false),
+            write_blocked: AtomicBool::new(false),
+            write_waker: AtomicWaker::new(),
             last_head: AtomicU64::new(0),
         }
     }

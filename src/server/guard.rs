@@ -280,6 +280,7 @@ impl<T> Guarded<T> {
     ) -> Poll<io::Result<usize>> {
         match written {
             Poll::Pending => {
+                self.state.write_blocked.store(true, Ordering::Release);
                 let since = *self.write_stalled.get_or_insert_with(Instant::now);
                 // Wakes this task again within a tick, whichever side of the
                 // connection polls the tick first.
@@ -295,6 +296,9 @@ impl<T> Guarded<T> {
             }
             ready => {
                 self.write_stalled = None;
+                if self.state.write_blocked.swap(false, Ordering::AcqRel) {
+                    self.state.write_waker.wake();
+                }
                 ready
             }
         }
