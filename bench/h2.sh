@@ -7,8 +7,10 @@
 #                weights 9/1 and keepalive
 #   switchyard   the gateway, h2c listener, `protocol: h2` upstreams (one
 #                multiplexed connection per endpoint and worker)
-#   switchyard-h1 the same gateway and clients, `protocol: http1` upstreams
-#                (the backends' HTTP/1.1 ports) — the cost to compare with
+#   nginx-h1     NGINX with the same h2c listener and proxy_pass over
+#                HTTP/1.1 keepalive to the backends' HTTP/1.1 ports
+#   switchyard-h1 the gateway with `protocol: http1` upstreams (the same
+#                HTTP/1.1 ports): HTTP/2 clients beside nginx-h1
 # One worker each. For each target and round: a warm-up, then h2load for
 # DURATION seconds (-c CONNS -m STREAMS -t 1) while the proxy's CPU time
 # (utime+stime of its process tree, /proc) is sampled; p50/p99 come from
@@ -27,7 +29,7 @@ STREAMS=${STREAMS:-10}
 BIN=${SWITCHYARD_BIN:-$PWD/target/release/switchyard}
 WORK=${BENCH_WORK:-$PWD/target/bench-h2}
 TARGETS=("$@")
-[[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=(nginx switchyard switchyard-h1)
+[[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=(nginx switchyard nginx-h1 switchyard-h1)
 for tool in nginx h2load curl python3 ss; do
     command -v "$tool" >/dev/null || {
         echo "$tool not found: apt-get install -y nginx nghttp2-client curl python3 iproute2" >&2
@@ -89,6 +91,17 @@ http { access_log off; keepalive_requests 1000000; http2_max_requests 1000000; c
   server { listen 127.0.0.1:$proxy_port http2; location / { grpc_pass grpc://backends; } } }
 CONF
             echo "nginx -c $dir/nginx.conf -p $dir" ;;
+        nginx-h1)
+            cat > "$dir/nginx.conf" <<CONF
+worker_processes 1; daemon off; pid $dir/nginx.pid; error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000; http2_max_requests 1000000; client_body_temp_path $dir/tmp;
+  proxy_temp_path $dir/tmp; fastcgi_temp_path $dir/tmp; uwsgi_temp_path $dir/tmp; scgi_temp_path $dir/tmp;
+  upstream backends { server 127.0.0.1:19421 weight=9; server 127.0.0.1:19422 weight=1; keepalive 64; }
+  server { listen 127.0.0.1:$proxy_port http2;
+    location / { proxy_pass http://backends; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+CONF
+            echo "nginx -c $dir/nginx.conf -p $dir" ;;
         switchyard|switchyard-h1)
             local v1=19411 v2=19412 protocol=h2
             [[ $target == switchyard-h1 ]] && { v1=19421; v2=19422; protocol=http1; }
@@ -107,7 +120,7 @@ backends:
     release: { strategy: canary, stable: v1, canary: v2, weight: 10 }
 CONF
             echo "$BIN run -c $dir/switchyard.yaml" ;;
-        *) echo "unknown target $target (nginx, switchyard, switchyard-h1)" >&2; exit 2 ;;
+        *) echo "unknown target $target (nginx, switchyard, nginx-h1, switchyard-h1)" >&2; exit 2 ;;
     esac
 }
 
@@ -167,12 +180,13 @@ def ratio(t, col):
     vals = []
     for rnd in rounds:
         a = [float(r[col]) for r in by[t] if r[1] == rnd]
-        b = [float(r[col]) for r in by.get("nginx", []) if r[1] == rnd]
+        peer = "nginx-h1" if t.endswith("-h1") else "nginx"
+        b = [float(r[col]) for r in by.get(peer, []) if r[1] == rnd]
         if a and b and b[0]:
             vals.append(a[0] / b[0])
     return f"{statistics.median(vals):.2f}" if vals else "–"
 print(f"\nh2load -c {sys.argv[2]} -m {sys.argv[3]}, medians over {len(rounds)} round(s):\n")
-print("| target | req/s | proxy CPU µs/req | CPU × nginx | p50 ms | p99 ms | failed | non-2xx |")
+print("| target | req/s | proxy CPU µs/req | CPU × NGINX (same upstream protocol) | p50 ms | p99 ms | failed | non-2xx |")
 print("|---|---|---|---|---|---|---|---|")
 for t in targets:
     med = lambda c: statistics.median(float(r[c]) for r in by[t])

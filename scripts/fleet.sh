@@ -212,6 +212,7 @@ kill -CONT "$DNS_PID"
 
 touch "$WORK/stop"; wait "$LOAD_PID" 2>/dev/null || true
 read -r ok failed < "$WORK/load.out" || true
+if (( failed > 0 )); then sed "s/^/  /" "$WORK/load.err"; fi
 echo "load: $ok requests answered, $failed failed"
 check "no request failed" test "$failed" -eq 0
 

@@ -87,6 +87,41 @@ async fn refused_reset_and_garbage_upstreams_are_502() {
     }
 }
 
+/// An endpoint that dies with a request in flight (it read the request and
+/// reset the connection) costs a bodiless idempotent request nothing: it goes
+/// to another endpoint of the version, and the reset still counts against
+/// the endpoint. A request with a body, which may have been acted on, is not
+/// sent twice: the client gets the 502.
+#[tokio::test]
+async fn a_get_reset_by_its_endpoint_goes_to_another_a_post_does_not() {
+    let (dying, raw) = Backend::reset_after_request().await;
+    let healthy = Backend::start("v1").await;
+    let yaml = single(
+        &[dying, healthy.addr()],
+        "load_balancing: round_robin\noutlier: { consecutive_failures: 1000 }",
+        "",
+    );
+    let gw = TestGateway::start(&yaml);
+    let client = Client::new();
+    let mut posts = Vec::new();
+    for _ in 0..4 {
+        posts.push(client.post(&gw.url("/"), "an order").await.status);
+    }
+    assert_eq!(
+        posts.iter().filter(|s| **s == 502).count(),
+        2,
+        "round robin sends every other POST to the dying endpoint: {posts:?}"
+    );
+    for _ in 0..10 {
+        let resp = client.get(&gw.url("/")).await;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+    }
+    assert!(raw.accepted() >= 7, "the dying endpoint saw {} connections", raw.accepted());
+    let all = samples(&client.get(&gw.admin_url("/metrics")).await.text());
+    let resets = sample(&all, "switchyard_upstream_errors_total", &[("kind", "reset")]);
+    assert_eq!(resets, 7.0, "2 POSTs and 5 GETs reset, each counted");
+}
+
 #[tokio::test]
 async fn an_upstream_slower_than_the_route_timeout_is_504() {
     let (silent, _s) = Backend::silent().await;

@@ -160,7 +160,8 @@ pub async fn with_retry(
 
 /// One try on one version: pick an endpoint, send, record the outcome. A
 /// connection that could not be made is tried once more on another endpoint
-/// of the version: nothing of the request was sent yet. What was tried goes
+/// of the version (nothing of the request was sent yet), and so is a
+/// bodiless idempotent request the upstream reset before answering. What was tried goes
 /// into `tried` (left alone when no endpoint could be picked).
 pub async fn once(
     target: &Target<'_>,
@@ -182,6 +183,12 @@ pub async fn once(
         tried.endpoint = Some(InFlight::new(Arc::clone(endpoint)));
         let started = Instant::now();
         let progress = body.progress();
+        // Kept to send again when the upstream resets before answering.
+        let resend = (!next_tried
+            && progress.is_none()
+            && v.endpoints.len() > 1
+            && resendable(&parts.method))
+        .then(|| copy_head(&parts));
         let request = Request::from_parts(parts, body);
         let exchanged =
             upstream::exchange(endpoint, request, timer, target.timeout, target.body_limit).await;
@@ -194,6 +201,14 @@ pub async fn once(
                     && progress.is_some_and(|p| p.stalled_on_client()) =>
             {
                 (Err(ProxyError::ClientBodyTimeout), None)
+            }
+            // A reset before any answer (the endpoint died with the request
+            // in flight, or closed the connection under it): a bodiless
+            // idempotent request goes to another endpoint, as NGINX's
+            // `proxy_next_upstream error` does. The reset still counts.
+            Err(failed) if matches!(failed.error, ProxyError::Reset(_)) && resend.is_some() => {
+                let unsent = resend.map(|head| Request::from_parts(head, RequestBody::empty()));
+                (Err(failed.error), unsent)
             }
             Err(failed) => (Err(failed.error), failed.unsent),
         };
@@ -221,7 +236,15 @@ pub async fn once(
     }
 }
 
-/// Feeds the metrics, the analysis window and the outlier detector.
+/// Methods a request may be sent again with after the upstream reset
+/// (RFC 9110 §9.2.2's idempotent methods).
+fn resendable(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
 /// Feeds the metrics, the analysis window and the outlier detector; a gRPC
 /// call answered with messages is judged later, on its trailers (the watch
 /// returned).
