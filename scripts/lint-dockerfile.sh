@@ -94,4 +94,48 @@ case "${user%%:*}" in
 esac
 ok "final stage runs as a non-root user: $user"
 
+# 5. The build stage has what the compiler reads: every file an
+# include_str!/include_bytes! in src/ names is under a COPY of the build stage,
+# and every [[bench]] of Cargo.toml gets its placeholder before the
+# dependency build (cargo refuses a manifest whose targets are missing).
+build_stage=$(awk 'toupper($1) == "FROM" { n++ } n == 1 { print }' <<<"$instructions")
+python3 - "$build_stage" <<'PY' || exit 1
+import os, re, sys
+stage = sys.argv[1]
+copied = []
+for line in stage.splitlines():
+    words = line.split()
+    if words and words[0].upper() in ("COPY", "ADD") and not any(w.startswith("--from") for w in words):
+        args = [w for w in words[1:] if not w.startswith("--")]
+        copied += [os.path.normpath(a) for a in args[:-1]]
+def covered(path):
+    return any(path == c or path.startswith(c + "/") or c == "." for c in copied)
+bad = 0
+for root, _, files in os.walk("src"):
+    for name in files:
+        if not name.endswith(".rs"):
+            continue
+        source = os.path.join(root, name)
+        with open(source, encoding="utf-8") as f:
+            text = f.read()
+        for rel in re.findall(r'include_(?:str|bytes)!\(\s*"([^"]+)"', text):
+            target = os.path.normpath(os.path.join(root, rel))
+            if covered(target):
+                print(f"lint-dockerfile: ok: {source} includes {target}, copied into the build stage")
+            else:
+                print(f"lint-dockerfile: FAIL: {source} includes {target}, which no COPY of the build stage brings", file=sys.stderr)
+                bad += 1
+manifest = open("Cargo.toml", encoding="utf-8").read()
+benches = re.findall(r'\[\[bench\]\]\s*\nname\s*=\s*"([^"]+)"', manifest)
+first_copy = re.search(r"(?im)^\s*COPY\s+(\S+/)?benches", stage)
+before = stage[: first_copy.start()] if first_copy else stage
+for bench in benches:
+    if f"benches/{bench}.rs" in before:
+        print(f"lint-dockerfile: ok: bench {bench} has a placeholder for the dependency build")
+    else:
+        print(f"lint-dockerfile: FAIL: Cargo.toml has [[bench]] {bench} but the build stage makes no benches/{bench}.rs placeholder before copying benches/", file=sys.stderr)
+        bad += 1
+sys.exit(1 if bad else 0)
+PY
+
 echo "lint-dockerfile: $dockerfile passed"

@@ -116,10 +116,40 @@ async fn a_get_reset_by_its_endpoint_goes_to_another_a_post_does_not() {
         let resp = client.get(&gw.url("/")).await;
         assert_eq!(resp.status, 200, "{}", resp.text());
     }
-    assert!(raw.accepted() >= 7, "the dying endpoint saw {} connections", raw.accepted());
+    assert!(
+        raw.accepted() >= 7,
+        "the dying endpoint saw {} connections",
+        raw.accepted()
+    );
     let all = samples(&client.get(&gw.admin_url("/metrics")).await.text());
-    let resets = sample(&all, "switchyard_upstream_errors_total", &[("kind", "reset")]);
+    let resets = sample(
+        &all,
+        "switchyard_upstream_errors_total",
+        &[("kind", "reset")],
+    );
     assert_eq!(resets, 7.0, "2 POSTs and 5 GETs reset, each counted");
+}
+
+/// An upstream response head is taken up to 32 KiB (the upstream read
+/// buffer); a longer one is the upstream breaking the protocol: 502, counted
+/// as `kind="protocol"`.
+#[tokio::test]
+async fn an_upstream_response_head_over_32_kib_is_502() {
+    let backend = Backend::start("v1").await;
+    let gw = gateway_to(backend.addr(), "", "").await;
+    let client = Client::new();
+    let fits = client.get(&gw.url("/head-bytes/30000")).await;
+    assert_eq!(fits.status, 200, "{}", fits.text());
+    assert_eq!(fits.header("x-fill").map(str::len), Some(30000));
+    let over = client.get(&gw.url("/head-bytes/40000")).await;
+    assert_eq!(over.status, 502, "{}", over.text());
+    let all = samples(&client.get(&gw.admin_url("/metrics")).await.text());
+    let protocol = sample(
+        &all,
+        "switchyard_upstream_errors_total",
+        &[("kind", "protocol")],
+    );
+    assert_eq!(protocol, 1.0);
 }
 
 #[tokio::test]

@@ -29,11 +29,12 @@ use crate::tls::UpstreamTls;
 
 /// An upstream HTTP/1 connection's read buffer at most, in bytes: the most
 /// it reads ahead of the client in one go, and the longest response head it
-/// takes (16 KiB, as HAProxy's default buffer). Every body chunk pins the
-/// buffer it was read into while it waits for a slow client, so this is
-/// most of what a slow reader costs (docs/benchmarks.md, slow readers: 64
-/// KiB here cost ~300 KiB per slow reader, 16 KiB ~80-100 KiB).
-const UPSTREAM_MAX_BUF: usize = 16 * 1024;
+/// takes. Every body chunk pins the buffer it was read into while it waits
+/// for a slow client, so this is most of what a slow reader costs, and a
+/// response that fits costs one read (docs/benchmarks.md, slow readers: 64
+/// KiB cost 249 KiB per slow reader, 32 KiB 149, 16 KiB 99; but 16 KiB made
+/// 16 KiB responses ~20 % dearer in CPU, two reads each).
+const UPSTREAM_MAX_BUF: usize = 32 * 1024;
 /// HTTP/2 flow-control windows: what an upstream may send ahead of the
 /// client reading it, per stream and per connection (h2's 64 KiB default
 /// would make a 4 MiB gRPC message take 64 round trips).

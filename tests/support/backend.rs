@@ -95,6 +95,7 @@ struct Shared {
 /// | `/headers`      | 200, the request headers as `name: value\n` lines             |
 /// | `/status/{code}`| that status, body = name (none for 1xx/204/304)               |
 /// | `/delay/{ms}`   | sleeps `ms`, then 200 with body = name                        |
+/// | `/head-bytes/{n}` | 200 with an `x-fill` header of `n` bytes (a long response head) |
 /// | `/bytes/{n}`    | 200, `n` bytes of `b'x'` generated in 64 KiB chunks, `content-length: n`; with `?chunked` in the query, no length (chunked encoding) |
 /// | `/upload`       | 200, the request body's byte count as decimal text            |
 /// | `/ws`           | with `Upgrade: websocket`: 101 + RFC 6455 accept, then echoes raw bytes on the upgraded connection; otherwise 426 |
@@ -330,6 +331,19 @@ async fn route(
                     Ok(ms) => {
                         tokio::time::sleep(Duration::from_millis(ms)).await;
                         shared.status_response(StatusCode::OK)
+                    }
+                    Err(_) => bad_param(&path),
+                }
+            } else if let Some(n) = path.strip_prefix("/head-bytes/") {
+                // A response head of about N bytes: one long header.
+                match n.parse::<usize>() {
+                    Ok(n) => {
+                        let mut resp = shared.status_response(StatusCode::OK);
+                        let fill = HeaderValue::from_str(&"f".repeat(n));
+                        if let Ok(fill) = fill {
+                            resp.headers_mut().insert("x-fill", fill);
+                        }
+                        resp
                     }
                     Err(_) => bad_param(&path),
                 }
