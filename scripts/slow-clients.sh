@@ -82,6 +82,16 @@ python3 "$work/backend.py" "$backend_port" >"$work/backend.log" 2>&1 &
 pids+=($!)
 python3 "$work/backend.py" "$backend2_port" >"$work/backend2.log" 2>&1 &
 pids+=($!)
+# Both backends answer before the gateway starts: a request sent while one
+# is still starting would be a refused connect, counted against its version.
+for port in "$backend_port" "$backend2_port"; do
+    for _ in $(seq 1 100); do
+        curl -sf -o /dev/null "http://127.0.0.1:$port/" && break
+        sleep 0.1
+    done
+    curl -sf -o /dev/null "http://127.0.0.1:$port/" ||
+        { echo "slow-clients: backend on port $port did not start" >&2; cat "$work"/backend*.log >&2; exit 1; }
+done
 
 cat >"$work/switchyard.yaml" <<EOF
 workers: 2

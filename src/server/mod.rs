@@ -260,6 +260,11 @@ async fn admit(
             // Evict now, and again whenever a connection goes idle while
             // this one waits (a busy connection finishing its request).
             let waiting = serving.conns.wait_for_idle();
+            // One acquire for the whole wait: the semaphore serves waiters in
+            // order, and one made again on every idle signal would go to the
+            // back each time (the other workers' waiters taking every slot).
+            let acquire = Arc::clone(&serving.slots).acquire_owned();
+            tokio::pin!(acquire);
             loop {
                 let next_idle = waiting.next_idle();
                 let evicted = serving.conns.evict_idle(evict::EVICT_BATCH);
@@ -267,7 +272,7 @@ async fn admit(
                     tracing::debug!(listener = %bound.name, evicted, "max_connections reached: closing idle connections");
                 }
                 tokio::select! {
-                    permit = Arc::clone(&serving.slots).acquire_owned() => return Some((permit.ok()?, accepted)),
+                    permit = &mut acquire => return Some((permit.ok()?, accepted)),
                     _ = next_idle => continue,
                     _ = stopped(stop) => return None,
                 }
