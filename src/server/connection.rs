@@ -181,6 +181,11 @@ async fn wait_for_request<I: AsyncRead + Unpin>(
         }
     });
     tokio::select! {
+        // A byte already waiting wins over a request to close: the
+        // eviction may have been asked before this task first looked (a
+        // new connection whose request sat in the accept queue), and
+        // closing then would reset a client that did nothing wrong.
+        biased;
         woke = io.first_byte() => woke,
         () = evicted => false,
         () = tokio::time::sleep(limit) => false,
