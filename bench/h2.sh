@@ -57,17 +57,29 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 body='a small fixed body of about one hundred bytes..........................'
-# Backends: an h2c port (prior knowledge) and an HTTP/1.1 port each.
-for v in v1:19411:19421 v2:19412:19422; do
-    IFS=: read -r name h2 h1 <<<"$v"
-    dir=$WORK/$name; mkdir -p "$dir/tmp"
-    cat > "$dir/nginx.conf" <<CONF
+# nginx_conf DIR: writes DIR/nginx.conf, one worker, no logs, its temp
+# paths under DIR; stdin goes inside `http { }`.
+nginx_conf() {
+    local dir=$1
+    {
+        cat <<CONF
 worker_processes 1; daemon off; pid $dir/nginx.pid; error_log $dir/error.log warn;
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000; http2_max_requests 1000000; client_body_temp_path $dir/tmp;
   proxy_temp_path $dir/tmp; fastcgi_temp_path $dir/tmp; uwsgi_temp_path $dir/tmp; scgi_temp_path $dir/tmp;
+CONF
+        cat
+        echo "}"
+    } > "$dir/nginx.conf"
+}
+
+# Backends: an h2c port (prior knowledge) and an HTTP/1.1 port each.
+for v in v1:19411:19421 v2:19412:19422; do
+    IFS=: read -r name h2 h1 <<<"$v"
+    dir=$WORK/$name; mkdir -p "$dir/tmp"
+    nginx_conf "$dir" <<CONF
   server { listen 127.0.0.1:$h2 http2; listen 127.0.0.1:$h1;
-    location = / { default_type text/plain; return 200 'hello from $name, $body'; } } }
+    location = / { default_type text/plain; return 200 'hello from $name, $body'; } }
 CONF
     nginx -c "$dir/nginx.conf" -p "$dir" >/dev/null 2>&1 & PIDS+=($!)
 done
@@ -81,25 +93,16 @@ write_target() {
     local target=$1 dir=$WORK/$1
     mkdir -p "$dir/tmp"
     case $target in
-        nginx)
-            cat > "$dir/nginx.conf" <<CONF
-worker_processes 1; daemon off; pid $dir/nginx.pid; error_log $dir/error.log warn;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000; http2_max_requests 1000000; client_body_temp_path $dir/tmp;
-  proxy_temp_path $dir/tmp; fastcgi_temp_path $dir/tmp; uwsgi_temp_path $dir/tmp; scgi_temp_path $dir/tmp;
-  upstream backends { server 127.0.0.1:19411 weight=9; server 127.0.0.1:19412 weight=1; keepalive 64; }
-  server { listen 127.0.0.1:$proxy_port http2; location / { grpc_pass grpc://backends; } } }
-CONF
-            echo "nginx -c $dir/nginx.conf -p $dir" ;;
-        nginx-h1)
-            cat > "$dir/nginx.conf" <<CONF
-worker_processes 1; daemon off; pid $dir/nginx.pid; error_log $dir/error.log warn;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000; http2_max_requests 1000000; client_body_temp_path $dir/tmp;
-  proxy_temp_path $dir/tmp; fastcgi_temp_path $dir/tmp; uwsgi_temp_path $dir/tmp; scgi_temp_path $dir/tmp;
-  upstream backends { server 127.0.0.1:19421 weight=9; server 127.0.0.1:19422 weight=1; keepalive 64; }
-  server { listen 127.0.0.1:$proxy_port http2;
-    location / { proxy_pass http://backends; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+        nginx|nginx-h1)
+            # grpc_pass (HTTP/2 upstream), or proxy_pass over HTTP/1.1.
+            local v1=19411 v2=19412 location="grpc_pass grpc://backends;"
+            [[ $target == nginx-h1 ]] && {
+                v1=19421; v2=19422
+                location='proxy_pass http://backends; proxy_http_version 1.1; proxy_set_header Connection "";'
+            }
+            nginx_conf "$dir" <<CONF
+  upstream backends { server 127.0.0.1:$v1 weight=9; server 127.0.0.1:$v2 weight=1; keepalive 64; }
+  server { listen 127.0.0.1:$proxy_port http2; location / { $location } }
 CONF
             echo "nginx -c $dir/nginx.conf -p $dir" ;;
         switchyard|switchyard-h1)
