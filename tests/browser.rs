@@ -6,7 +6,7 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use support::*;
@@ -262,20 +262,7 @@ async fn long_event_messages_never_widen_the_page() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_rollback_on_the_dashboard() {
-    let mut child = Command::new(BIN)
-        .args([
-            "demo",
-            "--speed",
-            "20",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the demo");
+    let mut child = start_demo_fast();
     let stdout = child.stdout.take().expect("stdout");
     let (admin, rolled_back) = tokio::task::spawn_blocking(move || {
         let mut admin = None;

@@ -5,7 +5,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -13,20 +13,7 @@ use support::*;
 
 #[tokio::test]
 async fn the_demo_tells_the_whole_story_fast() {
-    let mut child = Command::new(BIN)
-        .args([
-            "demo",
-            "--speed",
-            "20",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the demo");
+    let mut child = start_demo_fast();
     let stdout = child.stdout.take().expect("stdout");
     let (tx, lines) = mpsc::channel();
     std::thread::spawn(move || {

@@ -50,7 +50,7 @@ pub use gateway::{canary, head, single, TestGateway};
 #[allow(unused_imports)]
 pub use metrics::{metric, sample, samples};
 #[allow(unused_imports)]
-pub use process::{Process, BIN};
+pub use process::{start_demo_fast, Process, BIN};
 #[allow(unused_imports)]
 pub use raw::{RawServer, GARBAGE};
 #[allow(unused_imports)]

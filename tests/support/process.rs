@@ -10,6 +10,25 @@ use std::time::Duration;
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
+/// `switchyard demo` at speed 20 on ephemeral ports, its stdout piped (the
+/// story and the dashboard's address), its stderr dropped.
+pub fn start_demo_fast() -> Child {
+    Command::new(BIN)
+        .args([
+            "demo",
+            "--speed",
+            "20",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the demo")
+}
+
 /// A gateway process whose stderr lines arrive on a channel.
 pub struct Process {
     pub child: Child,
