@@ -168,6 +168,43 @@ async fn h2_streams_reset_mid_upload_count_as_aborts_and_nothing_else() {
     assert_eq!(c.window_requests, 0);
 }
 
+/// The same through h2 upstreams: the gateway resets the upstream stream and
+/// the exchange still names the client (an HTTP/1.1 client closing mid-body,
+/// an h2 client resetting its stream).
+#[tokio::test]
+async fn uploads_cut_short_through_h2_upstreams_count_as_aborts_and_nothing_else() {
+    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
+    let h2 = config(&v1, v2.addr()).replace("\"] }", "\"], protocol: h2 }");
+    assert_eq!(h2.matches("protocol: h2").count(), 2, "{h2}");
+    let gw = TestGateway::start(&h2);
+    for i in 0..5 {
+        let stream = start_upload(&gw).await;
+        backends_saw(&v1, &v2, i + 1).await;
+        drop(stream);
+    }
+    let client = Client::h2c();
+    for i in 5..10 {
+        let (tx, body) = body_channel();
+        let request = Request::post(gw.url("/upload"))
+            .header("content-length", "1000")
+            .body(body)
+            .expect("request");
+        let sending = {
+            let client = client.clone();
+            tokio::spawn(async move { client.send(request).await })
+        };
+        tx.send(Bytes::from(vec![b'x'; 100])).await.expect("chunk");
+        backends_saw(&v1, &v2, i + 1).await;
+        sending.abort();
+        drop(tx);
+    }
+    let c = aborts_reach(&gw, 10.0).await;
+    assert_eq!(c.aborts, 10.0);
+    assert_nothing_against_the_versions(&c);
+    assert_eq!(v1.hits() + v2.hits(), 10, "an abandoned upload was retried");
+    assert_eq!(c.window_requests, 0, "aborts in an analysis window");
+}
+
 #[tokio::test]
 async fn an_upload_stalled_past_the_route_timeout_is_the_clients_408() {
     let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);

@@ -227,7 +227,7 @@ impl Body for ResponseBody {
                     if let Some(watch) = this.stall.as_mut() {
                         watch.frames += 1;
                     }
-                    Poll::Ready(frame.map(|f| f.map_err(BodyError::from)))
+                    Poll::Ready(frame)
                 }
                 Poll::Pending => {
                     if let Some(watch) = this.stall.as_mut() {

@@ -1,6 +1,6 @@
 //! New upstream connections for the workers' own pools: TCP (and, for a TLS
 //! version, the rustls handshake with ALPN) within the endpoint's connect
-//! timeout, then hyper's HTTP/1 or HTTP/2 handshake; the connection is
+//! timeout, then hyper's HTTP/1 handshake or the `h2` crate's; the connection is
 //! driven by a task of the worker that made it.
 //!
 //! What the connection speaks follows the version's `protocol`: HTTP/1.1;
@@ -8,20 +8,19 @@
 //! that does not agree to h2 is refused); `auto` over TLS takes what ALPN
 //! picks and remembers it for the endpoint.
 
-use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::Duration;
 
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http1;
 use hyper::rt::{Read, Write};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use super::h2_client::{self, H2Sender};
 use super::pool::Sender;
-use super::request_body::RequestBody;
 use crate::config::Protocol;
 use crate::endpoint::{Endpoint, Wire};
 use crate::error::ProxyError;
@@ -35,19 +34,6 @@ use crate::tls::UpstreamTls;
 /// KiB cost 249 KiB per slow reader, 32 KiB 149, 16 KiB 99; but 16 KiB made
 /// 16 KiB responses ~20 % dearer in CPU, two reads each).
 const UPSTREAM_MAX_BUF: usize = 32 * 1024;
-/// HTTP/2 flow-control windows: what an upstream may send ahead of the
-/// client reading it, per stream and per connection (h2's 64 KiB default
-/// would make a 4 MiB gRPC message take 64 round trips).
-const H2_STREAM_WINDOW: u32 = 1024 * 1024;
-const H2_CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
-/// Pings keep an idle h2 connection known to be alive; one not answered in
-/// time closes the connection (and its pool entry).
-const H2_KEEP_ALIVE: Duration = Duration::from_secs(30);
-const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The HTTP/2 side of a connection: clonable, one clone per stream.
-pub type H2Sender = http2::SendRequest<RequestBody>;
-
 /// A new connection, in what it speaks.
 pub enum Connected {
     H1(Sender),
@@ -67,10 +53,9 @@ pub async fn connect(endpoint: &Endpoint) -> Result<Connected, ProxyError> {
     };
     let _ = tcp.set_nodelay(true);
     let Some(tls) = &endpoint.tls else {
-        let io = TokioIo::new(tcp);
         return match endpoint.wire().unwrap_or(Wire::H1) {
-            Wire::H1 => h1(io).await,
-            Wire::H2 => h2(io).await,
+            Wire::H1 => h1(TokioIo::new(tcp)).await,
+            Wire::H2 => h2(tcp).await,
         };
     };
     let name = server_name(endpoint, tls)?;
@@ -93,10 +78,9 @@ pub async fn connect(endpoint: &Endpoint) -> Result<Connected, ProxyError> {
         Protocol::Auto => endpoint.negotiated(wire),
         Protocol::H2 | Protocol::Http1 => {}
     }
-    let io = TokioIo::new(stream);
     match wire {
-        Wire::H1 => h1(io).await,
-        Wire::H2 => h2(io).await,
+        Wire::H1 => h1(TokioIo::new(stream)).await,
+        Wire::H2 => h2(stream).await,
     }
 }
 
@@ -132,34 +116,10 @@ where
     Ok(Connected::H1(sender))
 }
 
-async fn h2<I>(io: I) -> Result<Connected, ProxyError>
+async fn h2<T>(io: T) -> Result<Connected, ProxyError>
 where
-    I: Read + Write + Unpin + Send + 'static,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .initial_stream_window_size(H2_STREAM_WINDOW)
-        .initial_connection_window_size(H2_CONNECTION_WINDOW)
-        .keep_alive_interval(H2_KEEP_ALIVE)
-        .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT)
-        .keep_alive_while_idle(true)
-        .handshake(io)
-        .await
-        .map_err(|e| ProxyError::Connect(e.to_string()))?;
-    let max_streams = Arc::new(AtomicUsize::new(connection.current_max_send_streams()));
-    let published = Arc::clone(&max_streams);
-    tokio::spawn(async move {
-        let mut connection = std::pin::pin!(connection);
-        let ended = std::future::poll_fn(|cx| {
-            let polled = connection.as_mut().poll(cx);
-            // SETTINGS from the peer may have changed it.
-            published.store(connection.current_max_send_streams(), Ordering::Relaxed);
-            polled
-        })
-        .await;
-        if let Err(e) = ended {
-            tracing::trace!(error = %e, "upstream h2 connection ended with an error");
-        }
-    });
+    let (sender, max_streams) = h2_client::handshake(io).await?;
     Ok(Connected::H2(sender, max_streams))
 }

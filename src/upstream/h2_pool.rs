@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::connect::H2Sender;
+use super::h2_client::H2Sender;
 use super::pool::{IdMap, IDLE_TIMEOUT};
 
 struct H2Conn {

@@ -15,6 +15,7 @@
 
 pub mod client;
 mod connect;
+mod h2_client;
 mod h2_pool;
 pub mod pool;
 mod request_body;
@@ -31,6 +32,7 @@ use http::uri::{Authority, Scheme, Uri};
 use http::{Request, Response, Version};
 
 use connect::Connected;
+use h2_client::SendError;
 use pool::Pooled;
 pub use request_body::{BodyProgress, BodyTooLarge, ClientBodyError, RequestBody};
 use response_body::Hold;
@@ -131,7 +133,7 @@ async fn send_h1(
                     id: endpoint.id,
                     sender,
                 };
-                return Ok(response.map(|body| UpstreamBody::new(body, Hold::H1(pooled))));
+                return Ok(response.map(|body| UpstreamBody::h1(body, Hold::H1(pooled))));
             }
             Err(mut failed) => match failed.take_message() {
                 // Never written to a reused connection that turned out dead:
@@ -151,7 +153,7 @@ async fn send_h2(
     endpoint: &Endpoint,
     req: Request<RequestBody>,
     body_limit: u64,
-    mut first: Option<(connect::H2Sender, h2_pool::StreamSlot)>,
+    mut first: Option<(h2_client::H2Sender, h2_pool::StreamSlot)>,
 ) -> Result<Response<UpstreamBody>, Failed> {
     let progress = req.body().progress();
     if let Some(progress) = &progress {
@@ -159,7 +161,7 @@ async fn send_h2(
     }
     let mut req = to_h2_form(endpoint, req);
     // Kept to send the request again after a refusal.
-    let head = copy_head(&req);
+    let head = KeptHead::of(&req);
     // After a refusal, the next try goes on a fresh connection.
     let mut fresh = false;
     for _ in 0..H2_TRIES {
@@ -182,28 +184,28 @@ async fn send_h2(
                 }
             },
         };
-        match sender.try_send_request(req).await {
+        match h2_client::send(&mut sender, req).await {
             Ok(response) => {
-                return Ok(response.map(|body| UpstreamBody::new(body, Hold::H2 { _slot: slot })))
+                return Ok(response.map(|body| UpstreamBody::h2(body, slot)));
             }
-            Err(mut failed) => {
+            // Never left the gateway (the connection takes no new streams).
+            Err(SendError::Unsent(unsent)) => {
                 drop(slot);
-                if let Some(unsent) = failed.take_message() {
-                    // Never left the gateway (the connection was closing).
-                    req = unsent;
-                    continue;
-                }
+                req = *unsent;
+            }
+            Err(SendError::Failed(error)) => {
+                drop(slot);
                 let replay = match &progress {
                     None => Some(RequestBody::empty()),
                     Some(progress) => progress.replay(),
                 };
-                match (refused(failed.error()), replay) {
+                match (refused(&*error), replay) {
                     (true, Some(body)) => {
                         tracing::debug!(endpoint = %endpoint.address, "h2 stream refused unprocessed: sending it again");
-                        req = Request::from_parts(copy_parts(&head), body);
+                        req = head.request(body);
                         fresh = true;
                     }
-                    _ => return Err(classify_chain(failed.error(), false, body_limit).into()),
+                    _ => return Err(classify_chain(&*error, false, body_limit).into()),
                 }
             }
         }
@@ -228,6 +230,12 @@ fn refused(err: &(dyn StdError + 'static)) -> bool {
 /// the Host as `:authority`), no `Host` header.
 fn to_h2_form(endpoint: &Endpoint, req: Request<RequestBody>) -> Request<RequestBody> {
     let (mut parts, body) = req.into_parts();
+    // HTTP/2 has no connection-specific headers (an upgrade's are left by
+    // the proxy for HTTP/1 upstreams); `h2` refuses a request with them.
+    if parts.headers.contains_key(header::CONNECTION) {
+        parts.headers.remove(header::CONNECTION);
+        parts.headers.remove(header::UPGRADE);
+    }
     let authority = parts
         .headers
         .remove(header::HOST)
@@ -238,9 +246,13 @@ fn to_h2_form(endpoint: &Endpoint, req: Request<RequestBody>) -> Request<Request
     } else {
         Scheme::HTTP
     };
-    let mut uri = parts.uri.clone().into_parts();
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
     uri.scheme = Some(scheme);
     uri.authority = Some(authority);
+    if uri.path_and_query.is_none() {
+        uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    // Scheme, authority and path: always a valid absolute URI.
     if let Ok(absolute) = Uri::from_parts(uri) {
         parts.uri = absolute;
     }
@@ -266,22 +278,39 @@ fn from_h2_form(req: Request<RequestBody>) -> Request<RequestBody> {
     Request::from_parts(parts, body)
 }
 
-fn copy_head(req: &Request<RequestBody>) -> http::request::Parts {
-    let (mut head, ()) = Request::new(()).into_parts();
-    head.method = req.method().clone();
-    head.uri = req.uri().clone();
-    head.version = req.version();
-    head.headers = req.headers().clone();
-    head
+/// A request head kept to send it again. Its header fields in a list: most
+/// requests are never sent again, and a list costs one allocation to make
+/// and to drop where a `HeaderMap` costs its hash table.
+struct KeptHead {
+    method: http::Method,
+    uri: Uri,
+    headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
-fn copy_parts(head: &http::request::Parts) -> http::request::Parts {
-    let (mut copy, ()) = Request::new(()).into_parts();
-    copy.method = head.method.clone();
-    copy.uri = head.uri.clone();
-    copy.version = head.version;
-    copy.headers = head.headers.clone();
-    copy
+impl KeptHead {
+    fn of(req: &Request<RequestBody>) -> Self {
+        let headers = req.headers();
+        let mut fields = Vec::with_capacity(headers.len());
+        fields.extend(headers.iter().map(|(n, v)| (n.clone(), v.clone())));
+        KeptHead {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            headers: fields,
+        }
+    }
+
+    fn request(&self, body: RequestBody) -> Request<RequestBody> {
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = Version::HTTP_2;
+        let headers = req.headers_mut();
+        headers.reserve(self.headers.len());
+        for (name, value) in &self.headers {
+            headers.append(name, value.clone());
+        }
+        req
+    }
 }
 
 /// Walks an error's sources to the failure they stand for; `connect` says

@@ -52,6 +52,9 @@ pub struct BodyProgress {
     /// Keep a copy of what is forwarded (set before the body is sent).
     replayable: AtomicBool,
     kept: Mutex<Kept>,
+    /// Why the body broke off, for an h2 exchange that only sees the reset
+    /// it caused.
+    failure: Mutex<Option<Box<dyn std::error::Error + Send + Sync>>>,
 }
 
 /// What a replayable body forwarded so far.
@@ -94,6 +97,19 @@ impl BodyProgress {
             conn: None,
             progress: None,
         })
+    }
+
+    /// Leaves the error the body broke off with (see `failure`).
+    pub fn set_failure(&self, error: Box<dyn std::error::Error + Send + Sync>) {
+        *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+    }
+
+    /// The error the body broke off with, if it did.
+    pub fn take_failure(&self) -> Option<Box<dyn std::error::Error + Send + Sync>> {
+        self.failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     /// Keeps a copy of what is forwarded from now on (before it is sent).

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::h2_client::{BoxError, H2Body};
 use super::h2_pool::StreamSlot;
 use super::pool::{self, Pooled};
 
@@ -23,20 +24,33 @@ pub enum Hold {
     H2 { _slot: StreamSlot },
 }
 
+enum Inner {
+    H1(Incoming),
+    H2(H2Body),
+}
+
 /// An upstream response body. Its pooled connection, if any, goes back to
 /// the worker's pool once the body has been read to its end.
 pub struct UpstreamBody {
-    inner: Incoming,
+    inner: Inner,
     /// The connection this body comes from.
     hold: Hold,
     ended: bool,
 }
 
 impl UpstreamBody {
-    pub(super) fn new(inner: Incoming, hold: Hold) -> Self {
+    pub(super) fn h1(inner: Incoming, hold: Hold) -> Self {
         UpstreamBody {
-            inner,
+            inner: Inner::H1(inner),
             hold,
+            ended: false,
+        }
+    }
+
+    pub(super) fn h2(inner: H2Body, slot: StreamSlot) -> Self {
+        UpstreamBody {
+            inner: Inner::H2(inner),
+            hold: Hold::H2 { _slot: slot },
             ended: false,
         }
     }
@@ -50,13 +64,21 @@ impl UpstreamBody {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let polled = match &mut self.inner {
+            Inner::H1(body) => match Pin::new(body).poll_frame(cx) {
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+            Inner::H2(body) => Pin::new(body).poll_frame(cx),
+        };
         if let Poll::Ready(None) = polled {
             self.ended = true;
         }
@@ -64,11 +86,17 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::H1(body) => body.is_end_stream(),
+            Inner::H2(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::H1(body) => body.size_hint(),
+            Inner::H2(body) => body.size_hint(),
+        }
     }
 }
 
@@ -77,7 +105,7 @@ impl Drop for UpstreamBody {
         if let Hold::H1(pooled) = std::mem::replace(&mut self.hold, Hold::Nothing) {
             // Only a connection whose response was read to its end can carry
             // the next request.
-            if self.ended || self.inner.is_end_stream() {
+            if self.ended || self.is_end_stream() {
                 pool::checkin(pooled);
             }
         }

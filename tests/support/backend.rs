@@ -14,9 +14,9 @@ use http::{Request, Response, StatusCode, Version};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -247,12 +247,12 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: watch::Re
 async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, stop: watch::Receiver<()>) {
     let _ = stream.set_nodelay(true);
     let service = service_fn(move |req| handle(Arc::clone(&shared), stop.clone(), req));
+    // HTTP/1.1, or h2c by prior knowledge (for `protocol: h2` versions).
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).keep_alive(true);
     // Errors here are the peer misbehaving or going away; nothing to report.
-    let _ = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades()
+    let _ = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
         .await;
 }
 
