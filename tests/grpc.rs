@@ -113,6 +113,32 @@ async fn every_call_kind_passes_between_tls_and_cleartext_both_ways() {
     }
 }
 
+/// `protocol: auto` takes what ALPN picks over TLS — h2 from a gRPC server
+/// (gRPC cannot pass over HTTP/1.1, so every call passing shows it) — and
+/// HTTP/1.1 in the clear.
+#[tokio::test]
+async fn auto_speaks_h2_when_alpn_picks_it_and_http1_in_the_clear() {
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).expect("ca");
+    let tls_up = GrpcServer::start_tls("tls-up", &ca.leaf(&["upstream.test"])).await;
+    let yaml = single_h2(tls_up.addr(), Some(&ca_file.display().to_string()), "")
+        .replace("protocol: h2", "protocol: auto");
+    assert!(yaml.contains("protocol: auto"), "{yaml}");
+    let gw = TestGateway::start(&yaml);
+    every_call_kind(&mut EchoClient::connect(gw.addr()).await, "tls-up").await;
+
+    let plain = Backend::start("plain").await;
+    let yaml = single_h2(plain.addr(), None, "").replace("protocol: h2", "protocol: auto");
+    let gw = TestGateway::start(&yaml);
+    let response = Client::new().get(&gw.url("/")).await;
+    assert_eq!(response.status, 200);
+    let seen = plain.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].version, http::Version::HTTP_11);
+}
+
 #[tokio::test]
 async fn a_failing_status_and_its_trailing_metadata_arrive_intact() {
     let server = GrpcServer::start("up").await;
