@@ -388,3 +388,66 @@ impl H2Body {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Waits (in paused time) until `sender`'s connection is closed, at most
+    /// `limit`.
+    async fn closed_within(sender: &H2Sender, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if sender.is_closed() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        sender.is_closed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_whose_pings_go_unanswered_is_closed() {
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move {
+            let connection = h2::server::handshake(server_io).await;
+            // Holds the connection without ever reading from it again.
+            std::future::pending::<()>().await;
+            drop(connection);
+        });
+        let Ok((sender, _)) = handshake(client_io).await else {
+            panic!("the client handshake failed");
+        };
+        assert!(
+            !closed_within(&sender, KEEP_ALIVE).await,
+            "closed before any ping"
+        );
+        let limit = KEEP_ALIVE_TIMEOUT + Duration::from_secs(2);
+        assert!(
+            closed_within(&sender, limit).await,
+            "still open after the ping timeout"
+        );
+        server.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_answers_its_pings_stays_open() {
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move {
+            let Ok(mut connection) = h2::server::handshake(server_io).await else {
+                return;
+            };
+            // Accepting drives the connection, pongs included.
+            while let Some(Ok(_)) = connection.accept().await {}
+        });
+        let Ok((sender, _)) = handshake(client_io).await else {
+            panic!("the client handshake failed");
+        };
+        let five_pings = (KEEP_ALIVE + KEEP_ALIVE_TIMEOUT) * 5;
+        assert!(
+            !closed_within(&sender, five_pings).await,
+            "closed while answering"
+        );
+        server.abort();
+    }
+}
