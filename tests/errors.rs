@@ -137,6 +137,24 @@ async fn a_get_reset_by_its_endpoint_goes_to_another_a_post_does_not() {
 async fn an_upstream_response_head_over_32_kib_is_502() {
     let backend = Backend::start("v1").await;
     let gw = gateway_to(backend.addr(), "", "").await;
+    head_limit_holds(&gw).await;
+}
+
+/// The same limit on an h2 upstream's header block (SETTINGS_MAX_HEADER_LIST_SIZE).
+#[tokio::test]
+async fn an_h2_upstream_response_head_over_32_kib_is_502() {
+    let backend = Backend::start("v1").await;
+    let yaml = single(&[backend.addr()], "", "").replace("\"] }", "\"], protocol: h2 }");
+    assert!(yaml.contains("protocol: h2"), "{yaml}");
+    let gw = TestGateway::start(&yaml);
+    head_limit_holds(&gw).await;
+    let seen = backend.requests();
+    assert!(seen.iter().all(|r| r.version == http::Version::HTTP_2));
+}
+
+/// A 30,000-byte header passes; a 40,000-byte one is a 502 counted as a
+/// protocol error.
+async fn head_limit_holds(gw: &TestGateway) {
     let client = Client::new();
     let fits = client.get(&gw.url("/head-bytes/30000")).await;
     assert_eq!(fits.status, 200, "{}", fits.text());

@@ -337,6 +337,18 @@ fn classify_chain(err: &(dyn StdError + 'static), connect: bool, body_limit: u64
                 return ProxyError::Protocol(detail);
             }
         }
+        // An h2 stream or connection that broke the protocol (a header
+        // block over the limit, a bad frame), on either side's word.
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            let protocol = [
+                h2::Reason::PROTOCOL_ERROR,
+                h2::Reason::COMPRESSION_ERROR,
+                h2::Reason::FRAME_SIZE_ERROR,
+            ];
+            if h2.reason().is_some_and(|r| protocol.contains(&r)) {
+                return ProxyError::Protocol(h2.to_string());
+            }
+        }
         source = e.source();
     }
     if connect {
