@@ -26,6 +26,14 @@ pub enum ProxyError {
     Reset(String),
     #[error("upstream sent an invalid response: {0}")]
     Protocol(String),
+    /// An h2 upstream refused the request unprocessed (GOAWAY, REFUSED_STREAM)
+    /// and its body could not be sent again (not kept: over the replay limit,
+    /// or not all read yet). Safe for the client to retry; not a failure of
+    /// the upstream, which said it did nothing with it.
+    #[error(
+        "the upstream refused the request unprocessed and its body could not be sent again: {0}"
+    )]
+    Refused(String),
     /// The client abandoned the request: its body stopped short (the
     /// connection closed, or the stream was reset) before the upstream
     /// answered.
@@ -74,6 +82,7 @@ impl ProxyError {
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Reset(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Protocol(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Refused(_) => StatusCode::SERVICE_UNAVAILABLE,
             // Rarely seen: the client is usually gone.
             ProxyError::ClientAborted(_) => {
                 StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST)
@@ -103,6 +112,7 @@ impl ProxyError {
             | ProxyError::BodyTooLarge(_)
             | ProxyError::NoHealthyEndpoint(_)
             | ProxyError::Draining
+            | ProxyError::Refused(_)
             | ProxyError::ClientAborted(_)
             | ProxyError::ClientBodyTimeout => None,
         }

@@ -402,7 +402,12 @@ async fn plain_http_1_1_requests_reach_an_h2_upstream() {
 
 /// An h2 server (the h2 crate, no gRPC) that refuses every other stream
 /// with REFUSED_STREAM and answers the others 200 "ok"; counts streams.
-async fn refusing_h2_server() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+/// An h2 server that refuses (REFUSED_STREAM) every `every`-th stream,
+/// starting with the first, and answers `ok` to the others; with the count
+/// of streams it saw.
+async fn refusing_h2_server(
+    every: usize,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -418,7 +423,7 @@ async fn refusing_h2_server() -> (SocketAddr, std::sync::Arc<std::sync::atomic::
                     return;
                 };
                 while let Some(Ok((_request, mut respond))) = connection.accept().await {
-                    if counted.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+                    if counted.fetch_add(1, Ordering::SeqCst) % every == 0 {
                         respond.send_reset(h2::Reason::REFUSED_STREAM);
                         continue;
                     }
@@ -435,7 +440,7 @@ async fn refusing_h2_server() -> (SocketAddr, std::sync::Arc<std::sync::atomic::
 
 #[tokio::test]
 async fn a_stream_refused_unprocessed_goes_again_and_is_no_failure() {
-    let (upstream, streams) = refusing_h2_server().await;
+    let (upstream, streams) = refusing_h2_server(2).await;
     let gw = TestGateway::start(&single_h2(upstream, None, ""));
     let client = Client::new();
     for _ in 0..10 {
@@ -466,4 +471,39 @@ async fn a_stream_refused_unprocessed_goes_again_and_is_no_failure() {
         sample(&all, "switchyard_requests_total", &[("code", "5xx")]),
         0.0
     );
+}
+
+/// A refused upload too large to keep (over the 64 KiB replay limit) cannot
+/// go again: 503 (the upstream did nothing with it, the client may retry),
+/// and nothing against the version — no upstream error, no outlier step.
+#[tokio::test]
+async fn a_refused_upload_too_large_to_send_again_is_503_and_no_failure() {
+    let (upstream, streams) = refusing_h2_server(1).await;
+    let yaml = single_h2(upstream, None, "").replace(
+        "protocol: h2 }\n",
+        "protocol: h2 }\n    outlier: { consecutive_failures: 2, ejection_time: 30s }\n",
+    );
+    assert!(yaml.contains("outlier"), "{yaml}");
+    let gw = TestGateway::start(&yaml);
+    let client = Client::new();
+    for _ in 0..4 {
+        let request = http::Request::post(gw.url("/upload"))
+            .body(http_body_util::Full::new(bytes::Bytes::from(vec![
+                b'x';
+                100 * 1024
+            ])))
+            .expect("request");
+        let answer = client.request(request).await;
+        assert_eq!(answer.status, 503, "{}", answer.text());
+    }
+    // Each reached the upstream: the endpoint was never ejected.
+    assert_eq!(streams.load(std::sync::atomic::Ordering::SeqCst), 4);
+    let all = samples(&client.get(&gw.admin_url("/metrics")).await.text());
+    assert_eq!(sample(&all, "switchyard_upstream_errors_total", &[]), 0.0);
+    // A bodiless request refused on every fresh connection is the
+    // upstream's failure.
+    let answer = client.get(&gw.url("/")).await;
+    assert_eq!(answer.status, 502, "{}", answer.text());
+    let all = samples(&client.get(&gw.admin_url("/metrics")).await.text());
+    assert_eq!(sample(&all, "switchyard_upstream_errors_total", &[]), 1.0);
 }

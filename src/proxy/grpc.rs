@@ -148,7 +148,8 @@ fn code_for(err: &ProxyError) -> u32 {
         | ProxyError::Draining
         | ProxyError::Connect(_)
         | ProxyError::Reset(_)
-        | ProxyError::Protocol(_) => UNAVAILABLE,
+        | ProxyError::Protocol(_)
+        | ProxyError::Refused(_) => UNAVAILABLE,
         ProxyError::Timeout | ProxyError::ClientBodyTimeout => DEADLINE_EXCEEDED,
         ProxyError::BodyTooLarge(_) => RESOURCE_EXHAUSTED,
         ProxyError::ClientAborted(_) => CANCELLED,
@@ -241,6 +242,8 @@ mod tests {
         assert_eq!(code(ProxyError::Timeout), Some(4));
         assert_eq!(code(ProxyError::Connect("x".into())), Some(14));
         assert_eq!(code(ProxyError::BodyTooLarge(1)), Some(8));
+        // Unprocessed by the upstream: a retry is safe.
+        assert_eq!(code(ProxyError::Refused("x".into())), Some(14));
     }
 
     #[test]

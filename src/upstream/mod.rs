@@ -205,7 +205,8 @@ async fn send_h2(
                         req = head.request(body);
                         fresh = true;
                     }
-                    _ => return Err(classify_chain(&*error, false, body_limit).into()),
+                    (true, None) => return Err(ProxyError::Refused(error.to_string()).into()),
+                    (false, _) => return Err(classify_chain(&*error, false, body_limit).into()),
                 }
             }
         }
