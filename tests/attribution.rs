@@ -115,6 +115,25 @@ async fn start_upload(gw: &TestGateway) -> TcpStream {
     stream
 }
 
+/// Over h2, a POST announcing 1,000 bytes sends 100 of them; once the
+/// backends together have seen `seen` requests, the client resets the stream.
+async fn reset_upload(gw: &TestGateway, client: &Client, v1: &Backend, v2: &Backend, seen: usize) {
+    let (tx, body) = body_channel();
+    let request = Request::post(gw.url("/upload"))
+        .header("content-length", "1000")
+        .body(body)
+        .expect("request");
+    let sending = {
+        let client = client.clone();
+        tokio::spawn(async move { client.send(request).await })
+    };
+    tx.send(Bytes::from(vec![b'x'; 100])).await.expect("chunk");
+    backends_saw(v1, v2, seen).await;
+    // Dropping the request's future and body resets the stream.
+    sending.abort();
+    drop(tx);
+}
+
 /// Polls until the backends together have seen `n` requests.
 async fn backends_saw(v1: &Backend, v2: &Backend, n: usize) {
     let seen = poll_until(Duration::from_secs(5), || async {
@@ -147,20 +166,7 @@ async fn h2_streams_reset_mid_upload_count_as_aborts_and_nothing_else() {
     let gw = TestGateway::start(&config(&v1, v2.addr()));
     let client = Client::h2c();
     for i in 0..10 {
-        let (tx, body) = body_channel();
-        let request = Request::post(gw.url("/upload"))
-            .header("content-length", "1000")
-            .body(body)
-            .expect("request");
-        let sending = {
-            let client = client.clone();
-            tokio::spawn(async move { client.send(request).await })
-        };
-        tx.send(Bytes::from(vec![b'x'; 100])).await.expect("chunk");
-        backends_saw(&v1, &v2, i + 1).await;
-        // Dropping the request's future and body resets the stream.
-        sending.abort();
-        drop(tx);
+        reset_upload(&gw, &client, &v1, &v2, i + 1).await;
     }
     let c = aborts_reach(&gw, 10.0).await;
     assert_eq!(c.aborts, 10.0);
@@ -184,19 +190,7 @@ async fn uploads_cut_short_through_h2_upstreams_count_as_aborts_and_nothing_else
     }
     let client = Client::h2c();
     for i in 5..10 {
-        let (tx, body) = body_channel();
-        let request = Request::post(gw.url("/upload"))
-            .header("content-length", "1000")
-            .body(body)
-            .expect("request");
-        let sending = {
-            let client = client.clone();
-            tokio::spawn(async move { client.send(request).await })
-        };
-        tx.send(Bytes::from(vec![b'x'; 100])).await.expect("chunk");
-        backends_saw(&v1, &v2, i + 1).await;
-        sending.abort();
-        drop(tx);
+        reset_upload(&gw, &client, &v1, &v2, i + 1).await;
     }
     let c = aborts_reach(&gw, 10.0).await;
     assert_eq!(c.aborts, 10.0);
