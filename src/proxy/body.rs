@@ -19,7 +19,7 @@ use tokio::time::Sleep;
 use super::grpc::{self, CallWatch};
 use crate::endpoint::InFlight;
 use crate::server::conn::ConnState;
-use crate::upstream::UpstreamBody;
+use crate::upstream::{BoxError, UpstreamBody};
 
 /// Runs when the exchange is over: the response body was sent or dropped.
 pub trait OnFinish: Send + Sync {
@@ -169,9 +169,6 @@ impl Drop for ResponseBody {
     }
 }
 
-/// The error a response body ends with: the upstream's, or a stall.
-pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
-
 /// An upstream body that made no progress for its stall timeout.
 #[derive(Debug, thiserror::Error)]
 #[error("the upstream sent no body data for {0:?}")]
@@ -210,7 +207,7 @@ impl StallWatch {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = BodyError;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,

@@ -11,7 +11,6 @@
 //! client's side resets the stream and leaves its error in the request's
 //! [`BodyProgress`], so the exchange names the client, as an HTTP/1 one does.
 
-use std::error::Error as StdError;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -28,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
-use super::request_body::{BodyProgress, RequestBody};
+use super::request_body::{BodyProgress, BoxError, RequestBody};
 use crate::error::ProxyError;
 
 /// HTTP/2 flow-control windows: what an upstream may send ahead of the
@@ -44,8 +43,6 @@ const MAX_SEND_BUFFER: usize = 1024 * 1024;
 /// time closes the connection (and its pool entry).
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-
-pub type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// One HTTP/2 connection's sending side: clonable, one clone per stream.
 #[derive(Clone)]

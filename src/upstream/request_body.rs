@@ -26,6 +26,9 @@ use hyper::body::Incoming;
 
 use crate::server::conn::ConnState;
 
+/// An error of a body or an exchange, whatever its source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The error a [`RequestBody`] yields when the client sends too much.
 #[derive(Debug, thiserror::Error)]
 #[error("request body exceeds {limit} bytes")]
@@ -54,7 +57,7 @@ pub struct BodyProgress {
     kept: Mutex<Kept>,
     /// Why the body broke off, for an h2 exchange that only sees the reset
     /// it caused.
-    failure: Mutex<Option<Box<dyn std::error::Error + Send + Sync>>>,
+    failure: Mutex<Option<BoxError>>,
 }
 
 /// What a replayable body forwarded so far.
@@ -100,12 +103,12 @@ impl BodyProgress {
     }
 
     /// Leaves the error the body broke off with (see `failure`).
-    pub fn set_failure(&self, error: Box<dyn std::error::Error + Send + Sync>) {
+    pub fn set_failure(&self, error: BoxError) {
         *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
     }
 
     /// The error the body broke off with, if it did.
-    pub fn take_failure(&self) -> Option<Box<dyn std::error::Error + Send + Sync>> {
+    pub fn take_failure(&self) -> Option<BoxError> {
         self.failure
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -207,7 +210,7 @@ impl RequestBody {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,

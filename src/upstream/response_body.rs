@@ -10,9 +10,10 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use super::h2_client::{BoxError, H2Body};
+use super::h2_client::H2Body;
 use super::h2_pool::StreamSlot;
 use super::pool::{self, Pooled};
+use super::request_body::BoxError;
 
 /// What an upstream body holds of its connection.
 pub enum Hold {
@@ -71,12 +72,7 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let polled = match &mut self.inner {
-            Inner::H1(body) => match Pin::new(body).poll_frame(cx) {
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-                Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            },
+            Inner::H1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
             Inner::H2(body) => Pin::new(body).poll_frame(cx),
         };
         if let Poll::Ready(None) = polled {
