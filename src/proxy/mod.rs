@@ -33,7 +33,7 @@ use crate::release::bucket::{bucket, cookie_value};
 use crate::release::split::{self, Decision, Inputs};
 use crate::request_id::{random_below, random_u64, split_roll};
 use crate::snapshot::{BackendRt, RouteRt, Snapshot};
-use crate::upstream::{RequestBody, UpstreamBody};
+use crate::upstream::{self, RequestBody, UpstreamBody};
 use attempt::{Kind, Plan, Target};
 use body::ResponseBody;
 pub use context::{Conn, Worker};
@@ -132,7 +132,7 @@ fn route<'s>(
     let route = &snapshot.routes[index];
     ex.backend = Some(Arc::clone(&snapshot.backends[route.backend]));
     let limit = snapshot.config.limits.max_body_bytes;
-    if headers::content_length(req.headers()).is_some_and(|len| len > limit) {
+    if upstream::content_length(req.headers()).is_some_and(|len| len > limit) {
         return Err(ProxyError::BodyTooLarge(limit));
     }
     Ok((route, host))

@@ -21,13 +21,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use h2::client::{Connection, SendRequest};
 use h2::{Ping, PingPong, Reason, RecvStream, SendStream};
-use http::{HeaderMap, Request, Response};
+use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
-use super::request_body::{BodyProgress, BoxError, RequestBody};
+use super::request_body::{content_length, BodyProgress, BoxError, RequestBody};
 use crate::error::ProxyError;
 
 /// HTTP/2 flow-control windows: what an upstream may send ahead of the
@@ -320,12 +320,6 @@ impl H2Body {
             _pipe: pipe,
         }
     }
-}
-
-/// The length a response head declares (h2 checks the data against it).
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    let value = headers.get(http::header::CONTENT_LENGTH)?;
-    std::str::from_utf8(value.as_bytes()).ok()?.parse().ok()
 }
 
 impl Body for H2Body {

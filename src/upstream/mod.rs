@@ -34,7 +34,9 @@ use http::{Request, Response, Version};
 use connect::Connected;
 use h2_client::SendError;
 use pool::Pooled;
-pub use request_body::{BodyProgress, BodyTooLarge, BoxError, ClientBodyError, RequestBody};
+pub use request_body::{
+    content_length, BodyProgress, BodyTooLarge, BoxError, ClientBodyError, RequestBody,
+};
 use response_body::Hold;
 pub use response_body::UpstreamBody;
 pub use timer::HeadTimer;

@@ -29,6 +29,18 @@ use crate::server::conn::ConnState;
 /// An error of a body or an exchange, whatever its source.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The length a message head declares in `Content-Length`, if it declares
+/// one that parses.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// The error a [`RequestBody`] yields when the client sends too much.
 #[derive(Debug, thiserror::Error)]
 #[error("request body exceeds {limit} bytes")]
