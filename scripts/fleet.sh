@@ -76,7 +76,7 @@ kill -0 "$DNS_PID" 2>/dev/null || {
 # --- Pods: a tiny HTTP server per loopback address, naming itself and
 # counting its requests in a file (hits-N).
 cat > "$WORK/pod.py" <<'PY'
-import http.server, sys, threading
+import http.server, os, sys, threading
 name, addr, port, hits = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 count, lock = [0], threading.Lock()
 class Pod(http.server.BaseHTTPRequestHandler):
@@ -84,7 +84,10 @@ class Pod(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         with lock:
             count[0] += 1
-            open(hits, "w").write(str(count[0]))
+            # Whole or not at all: a reader never sees the file truncated.
+            with open(hits + ".tmp", "w") as f:
+                f.write(str(count[0]))
+            os.replace(hits + ".tmp", hits)
         body = f"{name}\n".encode()
         self.send_response(200)
         self.send_header("content-length", str(len(body)))
