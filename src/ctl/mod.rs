@@ -24,6 +24,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::Value;
 
 pub use outcome::{Command, Outcome, DISAGREE, FAILED, OK, USAGE};
@@ -124,17 +125,16 @@ fn request(
         .map_err(|e| format!("bad request for {}: {e}", replica.base))
 }
 
+/// RFC 3986's unreserved characters stay; the rest is `%XX`.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// A backend name as one path segment.
 fn percent_encode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    utf8_percent_encode(segment, UNRESERVED).to_string()
 }
 
 /// Sends to every replica at once; each answer or failure within `timeout`.

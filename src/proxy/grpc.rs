@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 use crate::clock::Clock;
 use crate::error::ProxyError;
@@ -177,17 +178,11 @@ pub fn error_answer<B>(err: &ProxyError, empty: B) -> Response<B> {
 }
 
 /// `grpc-message` encoding: printable ASCII but `%` as is, the rest as
-/// `%XX` of its UTF-8 bytes.
+/// `%XX` of its UTF-8 bytes (bytes above ASCII are always escaped).
+const MESSAGE_ESCAPED: &AsciiSet = &CONTROLS.add(b'%');
+
 fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if (0x20..=0x7e).contains(&b) && b != b'%' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(text, MESSAGE_ESCAPED).to_string()
 }
 
 #[cfg(test)]
