@@ -16,6 +16,7 @@
 #   UPSTREAM=h2 bench/callgrind.sh           # HTTP/2 (h2c) upstreams instead
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source bench/lib.sh
 DURATION=${DURATION:-10}
 BIN=${SWITCHYARD_BIN:-$PWD/target/release/switchyard}
 WORK=${BENCH_WORK:-$PWD/target/bench-callgrind}
@@ -25,29 +26,19 @@ case $UPSTREAM in
     h2) v1=19313; v2=19314 ;;
     *) echo "UPSTREAM must be http1 or h2" >&2; exit 2 ;;
 esac
-for tool in nginx valgrind callgrind_control callgrind_annotate wrk curl; do
-    command -v "$tool" >/dev/null || {
-        echo "$tool not found: apt-get install -y nginx valgrind wrk curl (or ../shared/bench/setup.sh)" >&2
-        exit 2
-    }
-done
-[[ -x $BIN ]] || { echo "no binary at $BIN: cargo build --release" >&2; exit 2; }
+need "apt-get install -y nginx valgrind wrk curl (or ../shared/bench/setup.sh)" \
+    nginx valgrind callgrind_control callgrind_annotate wrk curl
+need_binary
 rm -rf "$WORK"; mkdir -p "$WORK"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
 
 body='a small fixed body of about one hundred bytes..........................'
 for v in v1:19311:19313 v2:19312:19314; do
-    IFS=: read -r name port h2port <<<"$v"; dir=$WORK/$name; mkdir -p "$dir/tmp"
-    cat > "$dir/nginx.conf" <<CONF
-worker_processes 1; daemon off; pid $dir/nginx.pid; error_log $dir/error.log warn;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000; client_body_temp_path $dir/tmp; proxy_temp_path $dir/tmp;
-  fastcgi_temp_path $dir/tmp; uwsgi_temp_path $dir/tmp; scgi_temp_path $dir/tmp;
-  server { listen 127.0.0.1:$port; listen 127.0.0.1:$h2port http2; location = / { default_type text/plain; return 200 'hello from $name, $body'; } } }
+    IFS=: read -r name port h2port <<<"$v"; dir=$WORK/$name
+    nginx_conf "$dir" <<CONF
+  server { listen 127.0.0.1:$port; listen 127.0.0.1:$h2port http2;
+    location = / { default_type text/plain; return 200 'hello from $name, $body'; } }
 CONF
-    nginx -c "$dir/nginx.conf" -p "$dir" >/dev/null 2>&1 & PIDS+=($!)
+    start_nginx "$dir"
 done
 cat > "$WORK/switchyard.yaml" <<CONF
 workers: 1

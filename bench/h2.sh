@@ -21,6 +21,7 @@
 #   CONNS=8 STREAMS=1 bench/h2.sh nginx switchyard
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source bench/lib.sh
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-3}
@@ -30,15 +31,9 @@ BIN=${SWITCHYARD_BIN:-$PWD/target/release/switchyard}
 WORK=${BENCH_WORK:-$PWD/target/bench-h2}
 TARGETS=("$@")
 [[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=(nginx switchyard nginx-h1 switchyard-h1)
-for tool in nginx h2load curl python3 ss; do
-    command -v "$tool" >/dev/null || {
-        echo "$tool not found: apt-get install -y nginx nghttp2-client curl python3 iproute2" >&2
-        exit 2
-    }
-done
-[[ -x $BIN ]] || { echo "no binary at $BIN: cargo build --release" >&2; exit 2; }
+need "apt-get install -y nginx nghttp2-client curl python3 iproute2" nginx h2load curl python3 ss
+need_binary
 rm -rf "$WORK"; mkdir -p "$WORK"
-PIDS=()
 # A previous run's processes may still be draining: wait for the ports to be
 # free rather than measuring whoever still holds them.
 port_busy() { ss -Hltn "sport = :$1" | grep -q .; }
@@ -53,35 +48,17 @@ wait_free() {
     exit 1
 }
 wait_free 19411 19412 19421 19422 18190 18191
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
 
 body='a small fixed body of about one hundred bytes..........................'
-# nginx_conf DIR: writes DIR/nginx.conf, one worker, no logs, its temp
-# paths under DIR; stdin goes inside `http { }`.
-nginx_conf() {
-    local dir=$1
-    {
-        cat <<CONF
-worker_processes 1; daemon off; pid $dir/nginx.pid; error_log $dir/error.log warn;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000; http2_max_requests 1000000; client_body_temp_path $dir/tmp;
-  proxy_temp_path $dir/tmp; fastcgi_temp_path $dir/tmp; uwsgi_temp_path $dir/tmp; scgi_temp_path $dir/tmp;
-CONF
-        cat
-        echo "}"
-    } > "$dir/nginx.conf"
-}
-
 # Backends: an h2c port (prior knowledge) and an HTTP/1.1 port each.
 for v in v1:19411:19421 v2:19412:19422; do
     IFS=: read -r name h2 h1 <<<"$v"
-    dir=$WORK/$name; mkdir -p "$dir/tmp"
+    dir=$WORK/$name
     nginx_conf "$dir" <<CONF
   server { listen 127.0.0.1:$h2 http2; listen 127.0.0.1:$h1;
     location = / { default_type text/plain; return 200 'hello from $name, $body'; } }
 CONF
-    nginx -c "$dir/nginx.conf" -p "$dir" >/dev/null 2>&1 & PIDS+=($!)
+    start_nginx "$dir"
 done
 for port in 19421 19422; do
     for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/" >/dev/null && break; sleep 0.1; done
@@ -127,13 +104,6 @@ CONF
     esac
 }
 
-# CPU ticks (utime + stime) of a process and its descendants.
-ticks() {
-    local pids
-    pids=$(ps -o pid= --ppid "$1" 2>/dev/null; echo "$1")
-    for p in $pids; do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || true; done |
-        awk '{s += $1} END {print s + 0}'
-}
 hz=$(getconf CLK_TCK)
 
 results=$WORK/results.tsv
@@ -151,10 +121,10 @@ for round in $(seq 1 "$ROUNDS"); do
         kill -0 "$pid" 2>/dev/null || up=0
         [[ $up == 1 ]] || { echo "$target did not answer over h2c; see $WORK/$target" >&2; exit 1; }
         h2load -c "$CONNS" -m "$STREAMS" -t 1 -D "$WARMUP" "http://127.0.0.1:$proxy_port/" >/dev/null 2>&1 || true
-        before=$(ticks "$pid")
+        before=$(cpu_ticks "$pid")
         h2load -c "$CONNS" -m "$STREAMS" -t 1 -D "$DURATION" --log-file="$WORK/$target/requests.log" \
             "http://127.0.0.1:$proxy_port/" > "$WORK/$target/h2load.txt" 2>&1 || true
-        after=$(ticks "$pid")
+        after=$(cpu_ticks "$pid")
         kill -INT "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
         python3 - "$target" "$round" "$WORK/$target" "$before" "$after" "$hz" "$DURATION" >> "$results" <<'EOF'
 import re, sys

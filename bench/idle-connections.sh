@@ -11,24 +11,18 @@
 #   RATE=2500 bench/idle-connections.sh  # at most 2,500 new connections a second
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source bench/lib.sh
 N=${N:-10000}
 RATE=${RATE:-0}
 BIN=${SWITCHYARD_BIN:-$PWD/target/release/switchyard}
 WORK=${BENCH_WORK:-$PWD/target/bench-idle}
-command -v nginx >/dev/null || { echo "nginx not found (../shared/bench/setup.sh installs it)" >&2; exit 2; }
-[[ -x $BIN ]] || { echo "no binary at $BIN: cargo build --release" >&2; exit 2; }
-rm -rf "$WORK"; mkdir -p "$WORK/tmp"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-cat > "$WORK/nginx.conf" <<CONF
-worker_processes 1; daemon off; pid $WORK/nginx.pid; error_log $WORK/error.log warn;
-events { worker_connections 1024; }
-http { access_log off; client_body_temp_path $WORK/tmp; proxy_temp_path $WORK/tmp; fastcgi_temp_path $WORK/tmp;
-  uwsgi_temp_path $WORK/tmp; scgi_temp_path $WORK/tmp;
-  server { listen 127.0.0.1:19401; location = / { return 200 'ok'; } } }
+need "../shared/bench/setup.sh installs it" nginx
+need_binary
+rm -rf "$WORK"; mkdir -p "$WORK"
+nginx_conf "$WORK" 1024 <<CONF
+  server { listen 127.0.0.1:19401; location = / { return 200 'ok'; } }
 CONF
-nginx -c "$WORK/nginx.conf" -p "$WORK" >/dev/null 2>&1 & PIDS+=($!)
+start_nginx "$WORK"
 cat > "$WORK/switchyard.yaml" <<CONF
 workers: 1
 access_log: false

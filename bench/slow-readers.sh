@@ -13,39 +13,29 @@
 #   CONNS=200 SECS=10 AFTER=10 bench/slow-readers.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source bench/lib.sh
 CONNS=${CONNS:-500}
 SECS=${SECS:-30}
 AFTER=${AFTER:-60}
 BIN=${SWITCHYARD_BIN:-$PWD/target/release/switchyard}
-for tool in nginx slowhttptest curl python3 ss; do
-    command -v "$tool" >/dev/null || {
-        echo "$tool not found: apt-get install -y nginx slowhttptest curl python3 iproute2" >&2
-        exit 2
-    }
-done
-[[ -x $BIN ]] || { echo "no binary at $BIN: cargo build --release" >&2; exit 2; }
+need "apt-get install -y nginx slowhttptest curl python3 iproute2" nginx slowhttptest curl python3 ss
+need_binary
 WORK=$(mktemp -d /tmp/slow-readers.XXXXXX)
-PIDS=()
 chmod 755 "$WORK"   # NGINX's worker (nobody) reads the file
 cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    stop_all
     if [[ -n ${KEEP:-} ]]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 backend=$(free_port); listen=$(free_port); admin=$(free_port)
 
-mkdir -p "$WORK/www" "$WORK/tmp"
+mkdir -p "$WORK/www"
 head -c $((2 << 20)) /dev/zero | tr '\0' 'x' > "$WORK/www/big"
-cat > "$WORK/nginx.conf" <<CONF
-worker_processes 1; daemon off; pid $WORK/nginx.pid; error_log $WORK/nginx-error.log warn;
-events { worker_connections 4096; }
-http { access_log off; client_body_temp_path $WORK/tmp; proxy_temp_path $WORK/tmp;
-  fastcgi_temp_path $WORK/tmp; uwsgi_temp_path $WORK/tmp; scgi_temp_path $WORK/tmp;
-  server { listen 127.0.0.1:$backend; root $WORK/www; } }
+nginx_conf "$WORK" <<CONF
+  server { listen 127.0.0.1:$backend; root $WORK/www; }
 CONF
-nginx -c "$WORK/nginx.conf" -p "$WORK" >/dev/null 2>&1 & PIDS+=($!)
+start_nginx "$WORK"
 cat > "$WORK/switchyard.yaml" <<CONF
 workers: 1
 access_log: false

@@ -11,20 +11,16 @@
 # on 127.0.0.1; every process started here is stopped by PID.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source bench/lib.sh
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-3}
 CONNS=${CONNS:-"64 8"}
 BIN=${SWITCHYARD_BIN:-$PWD/target/release/switchyard}
 WORK=${BENCH_WORK:-$PWD/target/bench-tls}
-for tool in nginx wrk openssl; do
-    command -v "$tool" >/dev/null || { echo "bench/tls.sh: $tool not found (../shared/bench/setup.sh installs nginx and wrk)" >&2; exit 2; }
-done
-[[ -x $BIN ]] || { echo "bench/tls.sh: no binary at $BIN: cargo build --release" >&2; exit 2; }
+need "../shared/bench/setup.sh installs nginx and wrk; apt-get install -y openssl" nginx wrk openssl
+need_binary
 rm -rf "$WORK"; mkdir -p "$WORK"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
     -subj /CN=bench.test -addext subjectAltName=DNS:bench.test \
@@ -32,34 +28,26 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
 
 body=$(printf '{"served-by":"%s","note":"fixed reply from the tls bench backend, 100 bytes long........"}' v1 | head -c 100)
 backend() {  # backend NAME PORT
-    local dir=$WORK/$1; mkdir -p "$dir/tmp"
+    local dir=$WORK/$1
     local reply=${body/v1/$1}
-    cat > "$dir/nginx.conf" <<CONF
-worker_processes 1; daemon off; pid $dir/nginx.pid; error_log $dir/error.log warn;
-events { worker_connections 8192; }
-http { access_log off; keepalive_requests 1000000; client_body_temp_path $dir/tmp;
-  proxy_temp_path $dir/tmp; fastcgi_temp_path $dir/tmp; uwsgi_temp_path $dir/tmp; scgi_temp_path $dir/tmp;
-  server { listen 127.0.0.1:$2 backlog=4096; location = / { default_type text/plain; return 200 '$reply'; } } }
+    nginx_conf "$dir" 8192 <<CONF
+  server { listen 127.0.0.1:$2 backlog=4096; location = / { default_type text/plain; return 200 '$reply'; } }
 CONF
-    nginx -c "$dir/nginx.conf" -p "$dir" >/dev/null 2>&1 & PIDS+=($!)
+    start_nginx "$dir"
 }
 backend v1 19201; backend v2 19202
 
-start_nginx() {
-    local dir=$WORK/nginx-proxy; mkdir -p "$dir/tmp"
-    cat > "$dir/nginx.conf" <<CONF
-worker_processes 1; daemon off; pid $dir/nginx.pid; error_log $dir/error.log warn;
-events { worker_connections 8192; }
-http { access_log off; keepalive_requests 1000000; client_body_temp_path $dir/tmp;
-  proxy_temp_path $dir/tmp; fastcgi_temp_path $dir/tmp; uwsgi_temp_path $dir/tmp; scgi_temp_path $dir/tmp;
+proxy_nginx() {
+    local dir=$WORK/nginx-proxy
+    nginx_conf "$dir" 8192 <<CONF
   upstream split { server 127.0.0.1:19201 weight=9; server 127.0.0.1:19202 weight=1; keepalive 256; }
   server { listen 127.0.0.1:18443 ssl backlog=4096; ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem;
     ssl_protocols TLSv1.2 TLSv1.3;
-    location / { proxy_pass http://split; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+    location / { proxy_pass http://split; proxy_http_version 1.1; proxy_set_header Connection ""; } }
 CONF
     nginx -c "$dir/nginx.conf" -p "$dir" >/dev/null 2>&1 & echo $!
 }
-start_switchyard() {
+proxy_switchyard() {
     cat > "$WORK/switchyard.yaml" <<CONF
 workers: 1
 access_log: false
@@ -79,14 +67,6 @@ backends:
 CONF
     RUST_LOG=warn "$BIN" run -c "$WORK/switchyard.yaml" >/dev/null 2>"$WORK/switchyard.log" & echo $!
 }
-cpu_ticks() {  # utime+stime of a process and its children, in clock ticks
-    local total=0 p
-    for p in $1 $(pgrep -P "$1" || true); do
-        read -r -a f < "/proc/$p/stat" || continue
-        total=$((total + f[13] + f[14]))
-    done
-    echo "$total"
-}
 wait_up() {
     for _ in $(seq 1 100); do curl -sk --resolve bench.test:18443:127.0.0.1 https://bench.test:18443/ -o /dev/null && return 0; sleep 0.05; done
     echo "bench/tls.sh: target did not come up" >&2; return 1
@@ -97,7 +77,7 @@ echo "|---|---|---|---|---|---|---|---|"
 for round in $(seq 1 "$ROUNDS"); do
     for c in $CONNS; do
         for target in nginx switchyard; do
-            pid=$("start_$target"); PIDS+=("$pid"); wait_up
+            pid=$("proxy_$target"); PIDS+=("$pid"); wait_up
             wrk -t1 -c"$c" -d"${WARMUP}s" https://127.0.0.1:18443/ > /dev/null
             before=$(cpu_ticks "$pid")
             out=$(wrk -t1 -c"$c" -d"${DURATION}s" --latency https://127.0.0.1:18443/)
