@@ -4,7 +4,7 @@ use http::StatusCode;
 
 /// Why a request could not be proxied. Each variant decides its status in
 /// [`ProxyError::status`], which has no wildcard arm on purpose.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ProxyError {
     #[error("malformed request: {0}")]
     BadRequest(&'static str),

@@ -37,6 +37,9 @@ const STREAM_WINDOW: u32 = 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
 /// The largest response head (or trailers) taken, as for HTTP/1 upstreams.
 const MAX_HEADER_LIST: u32 = 32 * 1024;
+/// The streams a new connection is taken to allow before the peer's
+/// SETTINGS arrive.
+const INITIAL_MAX_STREAMS: usize = 100;
 /// What one connection buffers of request bodies waiting for the window.
 const MAX_SEND_BUFFER: usize = 1024 * 1024;
 /// Pings keep an idle connection known to be alive; one not answered in
@@ -77,6 +80,9 @@ where
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_header_list_size(MAX_HEADER_LIST)
         .max_send_buffer_size(MAX_SEND_BUFFER)
+        // Until the peer's SETTINGS say: RFC 9113 §6.5.2's recommended
+        // least (the crate would assume no limit).
+        .initial_max_send_streams(INITIAL_MAX_STREAMS)
         .enable_push(false)
         .handshake::<T, Bytes>(io)
         .await

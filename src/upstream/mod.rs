@@ -33,6 +33,7 @@ use http::{Request, Response, Version};
 
 use connect::Connected;
 use h2_client::SendError;
+use h2_pool::Checkout;
 use pool::Pooled;
 pub use request_body::{
     content_length, BodyProgress, BodyTooLarge, BoxError, ClientBodyError, RequestBody,
@@ -167,24 +168,22 @@ async fn send_h2(
     // After a refusal, the next try goes on a fresh connection.
     let mut fresh = false;
     for _ in 0..H2_TRIES {
-        let pooled = match fresh {
-            true => None,
-            false => first.take().or_else(|| h2_pool::checkout(endpoint.id)),
-        };
-        let (mut sender, slot) = match pooled {
-            Some(pair) => pair,
-            None => match Box::pin(connect::connect(endpoint)).await {
-                Ok(Connected::H2(sender, max)) => h2_pool::add(endpoint.id, sender, max),
-                Ok(Connected::H1(_)) => {
-                    let error =
-                        ProxyError::Protocol("ALPN picked HTTP/1.1 for an h2 endpoint".into());
-                    return Err(error.into());
-                }
-                Err(error) => {
-                    let unsent = Some(from_h2_form(req));
-                    return Err(Failed { error, unsent });
-                }
+        let stream = match (first.take(), fresh) {
+            (Some(pair), _) => Ok(pair),
+            (None, false) => match h2_pool::checkout(endpoint.id) {
+                Checkout::Ready(sender, slot) => Ok((sender, slot)),
+                // Boxed, off the hot future: waiting for a connection, or
+                // making one (a TLS handshake included).
+                other => Box::pin(h2_stream(endpoint, other)).await,
             },
+            (None, true) => Box::pin(connect_h2(endpoint)).await,
+        };
+        let (mut sender, slot) = match stream {
+            Ok(pair) => pair,
+            Err(error) => {
+                let unsent = Some(from_h2_form(req));
+                return Err(Failed { error, unsent });
+            }
         };
         match h2_client::send(&mut sender, req).await {
             Ok(response) => {
@@ -214,6 +213,45 @@ async fn send_h2(
         }
     }
     Err(ProxyError::Reset("the upstream refused the request on every connection".into()).into())
+}
+
+/// A stream to `endpoint` after `checkout` found no room: on the
+/// connection another request is making (waited for), or on one made here.
+async fn h2_stream(
+    endpoint: &Endpoint,
+    mut checkout: Checkout,
+) -> Result<(h2_client::H2Sender, h2_pool::StreamSlot), ProxyError> {
+    loop {
+        match checkout {
+            Checkout::Ready(sender, slot) => return Ok((sender, slot)),
+            Checkout::Connect(connecting) => {
+                let made = connect_h2(endpoint).await;
+                connecting.done(made.as_ref().map(|_| ()).map_err(Clone::clone));
+                return made;
+            }
+            Checkout::Wait(mut made) => {
+                // An error (the request making it went away): look again.
+                if let Ok(outcome) = made.wait_for(Option::is_some).await {
+                    if let Some(Err(error)) = &*outcome {
+                        return Err(error.clone());
+                    }
+                }
+            }
+        }
+        checkout = h2_pool::checkout(endpoint.id);
+    }
+}
+
+/// A new h2 connection to `endpoint`, pooled, and a stream on it.
+async fn connect_h2(
+    endpoint: &Endpoint,
+) -> Result<(h2_client::H2Sender, h2_pool::StreamSlot), ProxyError> {
+    match connect::connect(endpoint).await? {
+        Connected::H2(sender, max) => Ok(h2_pool::add(endpoint.id, sender, max)),
+        Connected::H1(_) => Err(ProxyError::Protocol(
+            "ALPN picked HTTP/1.1 for an h2 endpoint".into(),
+        )),
+    }
 }
 
 /// Whether an h2 error says the request was not processed: the stream was
