@@ -45,7 +45,9 @@ fi
 # sslscan: the TLS listener audit (scripts/tls-audit.sh).
 # dnsmasq-base: a real DNS server whose answers the discovery tests change
 # (tests/discovery.rs, tests/fleet.rs, scripts/fleet.sh).
-need_apt chromium prometheus openssl slowhttptest curl sslscan dnsmasq-base
+# python3-grpcio: gRPC C-core as client and server around the gateway
+# (scripts/grpc-interop.py), beside the tonic stack of tests/grpc.rs.
+need_apt chromium prometheus openssl slowhttptest curl sslscan dnsmasq-base python3-grpcio
 command -v python3 >/dev/null 2>&1 ||
     need_apt python3
 # ------------------------------------------------------------------------------
@@ -60,5 +62,8 @@ fi
 # 8 s per slow-client mode; docs/reliability.md has the longer runs).
 SECS=8 bash scripts/slow-clients.sh
 bash scripts/tls-audit.sh
+# Every gRPC call kind through both listeners to h2c and h2/TLS upstreams,
+# with grpcio on both sides (Debian's interpreter: the package's).
+/usr/bin/python3 scripts/grpc-interop.py target/debug/switchyard
 # A fleet on one machine: dnsmasq, five loopback pods, three replicas.
 SWITCHYARD_BIN=target/debug/switchyard bash scripts/fleet.sh
