@@ -6,7 +6,8 @@ cargo tests use on both sides.
 
 Two grpcio servers, one h2c and one h2 over TLS, behind one gateway with a
 cleartext and a TLS listener; every call kind goes through each listener to
-each server (four paths), then the gateway's own answers. Prints one line a
+each server (four paths), then the gateway's own answers and its gRPC health
+probes against a grpcio health service. Prints one line a
 check and `N passed, N failed`; exits 1 when any failed.
 
     /usr/bin/python3 scripts/grpc-interop.py target/debug/switchyard
@@ -15,6 +16,7 @@ Needs Debian's python3-grpcio (the interpreter is Debian's own, which that
 package installs into) and openssl. Everything on 127.0.0.1, stopped at the end.
 """
 
+import json
 import os
 import shutil
 import socket
@@ -76,6 +78,24 @@ def handler(name):
     return grpc.method_handlers_generic_handler(f"interop.{name}", methods)
 
 
+class Health:
+    """`grpc.health.v1.Health/Check`, answering what `serving` says. The
+    messages are two protobuf bytes: field 1 (status), SERVING = 1,
+    NOT_SERVING = 2."""
+
+    def __init__(self):
+        self.serving = True
+        self.checks = 0
+
+    def handler(self):
+        def check(request, context):
+            self.checks += 1
+            return b"\x08\x01" if self.serving else b"\x08\x02"
+        method = grpc.unary_unary_rpc_method_handler(
+            check, request_deserializer=None, response_serializer=None)
+        return grpc.method_handlers_generic_handler("grpc.health.v1.Health", {"Check": method})
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -99,9 +119,9 @@ def make_cert(work):
     return tuple(os.path.join(work, f) for f in ("key.pem", "cert.pem", "ca.pem"))
 
 
-def start_servers(key, cert):
+def start_servers(key, cert, health):
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=OPTIONS)
-    server.add_generic_rpc_handlers((handler("Plain"), handler("Secure")))
+    server.add_generic_rpc_handlers((handler("Plain"), handler("Secure"), health.handler()))
     plain = server.add_insecure_port("127.0.0.1:0")
     with open(key, "rb") as k, open(cert, "rb") as c:
         credentials = grpc.ssl_server_credentials(((k.read(), c.read()),))
@@ -132,6 +152,7 @@ backends:
   plain:
     versions:
       v1: {{ endpoints: ["127.0.0.1:{plain}"], protocol: h2 }}
+    health_check: {{ grpc: {{ service: "" }}, interval: 100ms, timeout: 1s, healthy_threshold: 1, unhealthy_threshold: 2 }}
   secure:
     versions:
       v1: {{ endpoints: ["127.0.0.1:{secure}"], protocol: h2, tls: {{ ca_file: "{ca}", server_name: interop.test }} }}
@@ -178,6 +199,42 @@ def expect(got, wanted):
     return None if got == wanted else f"got {got!r}, wanted {wanted!r}"
 
 
+def endpoint_healthy(admin):
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/status", timeout=2) as r:
+        status = json.load(r)
+    return status["backends"]["plain"]["versions"]["v1"]["endpoints"][0]["healthy"]
+
+
+def poll(condition, seconds=5):
+    deadline = time.time() + seconds
+    while True:
+        if condition():
+            return True
+        if time.time() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def health_probes(checks, health, admin, channel):
+    def out_and_back():
+        if not poll(lambda: health.checks > 0 and endpoint_healthy(admin)):
+            return f"not healthy while SERVING ({health.checks} probes)"
+        health.serving = False
+        if not poll(lambda: not endpoint_healthy(admin)):
+            return "NOT_SERVING did not take the endpoint out"
+        try:
+            channel.unary_unary("/interop.Plain/Unary")(b"", timeout=10)
+            return "a call reached the endpoint that is out"
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.UNAVAILABLE:
+                return f"got {e.code()} with the endpoint out, wanted UNAVAILABLE"
+        health.serving = True
+        if not poll(lambda: endpoint_healthy(admin)):
+            return "SERVING did not bring the endpoint back"
+        return None
+    checks.check("health probes: SERVING in, NOT_SERVING out (UNAVAILABLE), back in", out_and_back)
+
+
 def every_call_kind(checks, channel, path, service):
     tag = service.lower().encode() + b":"
 
@@ -217,7 +274,8 @@ def main():
     binary = os.path.abspath(sys.argv[1])
     work = tempfile.mkdtemp(prefix="grpc-interop.")
     key, cert, ca = make_cert(work)
-    server, plain, secure = start_servers(key, cert)
+    health = Health()
+    server, plain, secure = start_servers(key, cert, health)
     ports = {name: free_port() for name in ("http", "https", "admin")}
     config = gateway_config(work, key, cert, ca, ports, plain, secure)
     log = open(os.path.join(work, "gateway.log"), "w")
@@ -253,6 +311,7 @@ def main():
                 return expect(e.code(), grpc.StatusCode.UNIMPLEMENTED)
             return "the call succeeded"
         checks.check("no route is UNIMPLEMENTED", no_route)
+        health_probes(checks, health, ports["admin"], channel)
         for channel in channels.values():
             channel.close()
     finally:
