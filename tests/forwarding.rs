@@ -142,10 +142,28 @@ async fn websocket_upgrades_are_tunnelled_end_to_end() {
     }
 }
 
+/// [`single`] with the version spoken to in h2 (h2c: the test backends
+/// take both).
+fn single_h2(endpoints: &[std::net::SocketAddr], backend_extra: &str, top_extra: &str) -> String {
+    let yaml = single(endpoints, backend_extra, top_extra).replace("] }\n", "], protocol: h2 }\n");
+    assert!(yaml.contains("protocol: h2"), "{yaml}");
+    yaml
+}
+
 #[tokio::test]
 async fn a_50_mb_download_streams_through() {
     let backend = Backend::start("b").await;
-    let gw = TestGateway::start(&single(&[backend.addr()], "", ""));
+    download_50_mb(&single(&[backend.addr()], "", "")).await;
+}
+
+#[tokio::test]
+async fn a_50_mb_download_streams_through_an_h2_upstream() {
+    let backend = Backend::start("b").await;
+    download_50_mb(&single_h2(&[backend.addr()], "", "")).await;
+}
+
+async fn download_50_mb(yaml: &str) {
+    let gw = TestGateway::start(yaml);
     let n: u64 = 50 * 1024 * 1024;
     let resp = Client::new()
         .send(
@@ -168,11 +186,22 @@ async fn a_50_mb_download_streams_through() {
     assert_eq!(total, n);
 }
 
+const LIMITS_32_MB: &str = "limits:\n  max_body_bytes: 33554432\n";
+
 #[tokio::test]
 async fn a_20_mb_upload_streams_through() {
     let backend = Backend::start("b").await;
-    let limits = "limits:\n  max_body_bytes: 33554432\n";
-    let gw = TestGateway::start(&single(&[backend.addr()], "", limits));
+    upload_20_mb(&single(&[backend.addr()], "", LIMITS_32_MB)).await;
+}
+
+#[tokio::test]
+async fn a_20_mb_upload_streams_through_an_h2_upstream() {
+    let backend = Backend::start("b").await;
+    upload_20_mb(&single_h2(&[backend.addr()], "", LIMITS_32_MB)).await;
+}
+
+async fn upload_20_mb(yaml: &str) {
+    let gw = TestGateway::start(yaml);
     let (tx, body) = body_channel();
     let url = gw.url("/upload");
     let sender = tokio::spawn(async move {
@@ -196,11 +225,21 @@ async fn a_20_mb_upload_streams_through() {
 
 #[tokio::test]
 async fn request_and_response_bodies_stream_without_buffering() {
-    // The echo backend answers each chunk as it arrives: the client reads the
-    // first echoed chunk while the rest of its upload is not even sent yet,
-    // which only works if neither direction is buffered whole.
     let backend = Backend::start("b").await;
-    let gw = TestGateway::start(&single(&[backend.addr()], "", ""));
+    echo_while_uploading(&single(&[backend.addr()], "", "")).await;
+}
+
+#[tokio::test]
+async fn request_and_response_bodies_stream_without_buffering_through_an_h2_upstream() {
+    let backend = Backend::start("b").await;
+    echo_while_uploading(&single_h2(&[backend.addr()], "", "")).await;
+}
+
+/// The echo backend answers each chunk as it arrives: the client reads the
+/// first echoed chunk while the rest of its upload is not even sent yet,
+/// which only works if neither direction is buffered whole.
+async fn echo_while_uploading(yaml: &str) {
+    let gw = TestGateway::start(yaml);
     let (tx, body) = body_channel();
     tx.send(Bytes::from_static(b"first")).await.expect("send");
     let req = Request::builder()
