@@ -195,6 +195,15 @@ class Checks:
             print(f"ok   {what}")
 
 
+def status_of(call):
+    """The status `call` ends with: OK when it returns."""
+    try:
+        call()
+    except grpc.RpcError as e:
+        return e.code()
+    return grpc.StatusCode.OK
+
+
 def expect(got, wanted):
     return None if got == wanted else f"got {got!r}, wanted {wanted!r}"
 
@@ -222,12 +231,10 @@ def health_probes(checks, health, admin, channel):
         health.serving = False
         if not poll(lambda: not endpoint_healthy(admin)):
             return "NOT_SERVING did not take the endpoint out"
-        try:
-            channel.unary_unary("/interop.Plain/Unary")(b"", timeout=10)
-            return "a call reached the endpoint that is out"
-        except grpc.RpcError as e:
-            if e.code() != grpc.StatusCode.UNAVAILABLE:
-                return f"got {e.code()} with the endpoint out, wanted UNAVAILABLE"
+        unary = channel.unary_unary("/interop.Plain/Unary")
+        out = expect(status_of(lambda: unary(b"", timeout=10)), grpc.StatusCode.UNAVAILABLE)
+        if out:
+            return f"with the endpoint out: {out}"
         health.serving = True
         if not poll(lambda: endpoint_healthy(admin)):
             return "SERVING did not bring the endpoint back"
@@ -295,22 +302,12 @@ def main():
             for service, upstream in (("Plain", "h2c"), ("Secure", "h2/TLS")):
                 every_call_kind(checks, channel, f"{listener} -> {upstream}", service)
         channel = channels["h2c"]
-
-        def deadline():
-            try:
-                channel.unary_unary("/interop.Plain/Slow")(b"", timeout=0.5)
-            except grpc.RpcError as e:
-                return expect(e.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
-            return "the call succeeded"
-        checks.check("deadline exceeded", deadline)
-
-        def no_route():
-            try:
-                channel.unary_unary("/interop.Nowhere/Unary")(b"", timeout=10)
-            except grpc.RpcError as e:
-                return expect(e.code(), grpc.StatusCode.UNIMPLEMENTED)
-            return "the call succeeded"
-        checks.check("no route is UNIMPLEMENTED", no_route)
+        slow = channel.unary_unary("/interop.Plain/Slow")
+        checks.check("deadline exceeded", lambda: expect(
+            status_of(lambda: slow(b"", timeout=0.5)), grpc.StatusCode.DEADLINE_EXCEEDED))
+        nowhere = channel.unary_unary("/interop.Nowhere/Unary")
+        checks.check("no route is UNIMPLEMENTED", lambda: expect(
+            status_of(lambda: nowhere(b"", timeout=10)), grpc.StatusCode.UNIMPLEMENTED))
         health_probes(checks, health, ports["admin"], channel)
         for channel in channels.values():
             channel.close()
