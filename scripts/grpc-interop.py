@@ -270,6 +270,17 @@ def every_call_kind(checks, channel, path, service):
         return "the call succeeded"
     checks.check(f"{path} NOT_FOUND with trailing metadata", failing)
 
+    def concurrent():
+        calls = [method("unary_unary", "Unary").future(str(i).encode(), timeout=20)
+                 for i in range(200)]
+        streams = [method("stream_stream", "Bidi")(iter([b"s%d" % i] * 20), timeout=20)
+                   for i in range(20)]
+        answers = [call.result() for call in calls]
+        echoed = [list(stream) for stream in streams]
+        return (expect(answers, [tag + str(i).encode() for i in range(200)])
+                or expect(echoed, [[tag + b"s%d" % i] * 20 for i in range(20)]))
+    checks.check(f"{path} 200 unary calls and 20 bidi streams at once", concurrent)
+
     big = os.urandom(4 * MIB)
     checks.check(f"{path} 4 MiB message both ways", lambda: expect(
         method("unary_unary", "Unary")(big, timeout=30) == tag + big, True))
