@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rustls::pki_types::pem::PemObject;
 use support::*;
 use tokio::sync::watch;
 
@@ -48,6 +49,91 @@ async fn holding_h2_server(
     max_streams: u32,
     release: watch::Receiver<bool>,
 ) -> (SocketAddr, Arc<Seen>) {
+    holding_server(max_streams, release, None).await
+}
+
+/// [`holding_h2_server`] over TLS with `leaf` (ALPN h2).
+async fn holding_h2_tls_server(
+    max_streams: u32,
+    release: watch::Receiver<bool>,
+    leaf: &Leaf,
+) -> (SocketAddr, Arc<Seen>) {
+    holding_server(max_streams, release, Some(acceptor(leaf, b"h2"))).await
+}
+
+/// A TLS acceptor with `leaf`, offering one ALPN protocol.
+fn acceptor(leaf: &Leaf, alpn: &[u8]) -> tokio_rustls::TlsAcceptor {
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes())
+        .expect("leaf key");
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![leaf.der.clone()], key)
+    .expect("server certificate");
+    config.alpn_protocols = vec![alpn.to_vec()];
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// An HTTP/1.1 server over TLS with `leaf` (ALPN http/1.1) holding every
+/// answer (200 "ok") until `release` turns true; counts its connections
+/// and the requests held now.
+async fn holding_h1_tls_server(
+    release: watch::Receiver<bool>,
+    leaf: &Leaf,
+) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let tls = acceptor(leaf, b"http/1.1");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (connections, held) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (counted, holding) = (Arc::clone(&connections), Arc::clone(&held));
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let (tls, release, holding) = (tls.clone(), release.clone(), Arc::clone(&holding));
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let Ok(stream) = tls.accept(socket).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |_request| {
+                    let (mut release, holding) = (release.clone(), Arc::clone(&holding));
+                    async move {
+                        holding.fetch_add(1, Ordering::SeqCst);
+                        let _ = release.wait_for(|released| *released).await;
+                        holding.fetch_sub(1, Ordering::SeqCst);
+                        let body = http_body_util::Full::new(bytes::Bytes::from_static(b"ok"));
+                        Ok::<_, std::convert::Infallible>(http::Response::new(body))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, connections, held)
+}
+
+/// `protocol: auto` over TLS to `upstream`, trusting `ca`.
+fn auto_tls_config(upstream: SocketAddr, ca_file: &std::path::Path) -> String {
+    let tls = format!(
+        "protocol: auto, tls: {{ ca_file: \"{}\", server_name: upstream.test }} }}\n",
+        ca_file.display()
+    );
+    let yaml = config(upstream).replace("protocol: h2 }\n", &tls);
+    assert!(yaml.contains("protocol: auto"), "{yaml}");
+    yaml
+}
+
+async fn holding_server(
+    max_streams: u32,
+    release: watch::Receiver<bool>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> (SocketAddr, Arc<Seen>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -58,41 +144,56 @@ async fn holding_h2_server(
         while let Ok((socket, _)) = listener.accept().await {
             let seen = Arc::clone(&shared);
             let release = release.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let handshake = h2::server::Builder::new()
-                    .max_concurrent_streams(max_streams)
-                    .handshake::<_, bytes::Bytes>(socket);
-                let Ok(mut connection) = handshake.await else {
-                    return;
-                };
-                seen.connections.fetch_add(1, Ordering::SeqCst);
-                let index = {
-                    let mut open = seen.lock();
-                    open.push((0, 0));
-                    open.len() - 1
-                };
-                while let Some(Ok((_request, mut respond))) = connection.accept().await {
-                    {
-                        let mut open = seen.lock();
-                        let (now, most) = &mut open[index];
-                        *now += 1;
-                        *most = (*most).max(*now);
-                    }
-                    let seen = Arc::clone(&seen);
-                    let mut release = release.clone();
-                    tokio::spawn(async move {
-                        let _ = release.wait_for(|released| *released).await;
-                        if let Ok(mut body) = respond.send_response(http::Response::new(()), false)
-                        {
-                            let _ = body.send_data(bytes::Bytes::from_static(b"ok"), true);
+                match tls {
+                    None => serve(socket, max_streams, seen, release).await,
+                    Some(tls) => {
+                        if let Ok(stream) = tls.accept(socket).await {
+                            serve(stream, max_streams, seen, release).await;
                         }
-                        seen.lock()[index].0 -= 1;
-                    });
+                    }
                 }
             });
         }
     });
     (addr, seen)
+}
+
+/// One connection of the holding server.
+async fn serve<T>(io: T, max_streams: u32, seen: Arc<Seen>, release: watch::Receiver<bool>)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let handshake = h2::server::Builder::new()
+        .max_concurrent_streams(max_streams)
+        .handshake::<_, bytes::Bytes>(io);
+    let Ok(mut connection) = handshake.await else {
+        return;
+    };
+    seen.connections.fetch_add(1, Ordering::SeqCst);
+    let index = {
+        let mut open = seen.lock();
+        open.push((0, 0));
+        open.len() - 1
+    };
+    while let Some(Ok((_request, mut respond))) = connection.accept().await {
+        {
+            let mut open = seen.lock();
+            let (now, most) = &mut open[index];
+            *now += 1;
+            *most = (*most).max(*now);
+        }
+        let seen = Arc::clone(&seen);
+        let mut release = release.clone();
+        tokio::spawn(async move {
+            let _ = release.wait_for(|released| *released).await;
+            if let Ok(mut body) = respond.send_response(http::Response::new(()), false) {
+                let _ = body.send_data(bytes::Bytes::from_static(b"ok"), true);
+            }
+            seen.lock()[index].0 -= 1;
+        });
+    }
 }
 
 /// One worker (one pool) in front of `upstream`, spoken to in h2.
@@ -140,6 +241,54 @@ async fn a_burst_on_a_cold_pool_opens_one_connection() {
         1,
         "eight requests at once on a cold pool, room for 100 streams: one connection"
     );
+    let _ = release.send(true);
+    all_ok(requests).await;
+}
+
+/// `auto` over TLS learns the wire from ALPN on its first connection; the
+/// requests that come before it is made wait for it, and share it.
+#[tokio::test]
+async fn a_burst_on_an_auto_endpoint_before_alpn_has_told_opens_one_connection() {
+    let ca = Ca::new();
+    let leaf = ca.leaf(&["upstream.test"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).expect("write CA");
+    let (release, held) = watch::channel(false);
+    let (upstream, seen) = holding_h2_tls_server(100, held, &leaf).await;
+    let gw = TestGateway::start(&auto_tls_config(upstream, &ca_file));
+    let client = Client::new();
+    let requests: Vec<_> = (0..8).map(|_| spawn_get(&client, gw.url("/"))).collect();
+    let all_open = poll_until(Duration::from_secs(10), || async {
+        seen.open_now().iter().sum::<usize>() == 8
+    })
+    .await;
+    assert!(all_open, "open streams: {:?}", seen.open_now());
+    assert_eq!(seen.connections(), 1, "one TLS connection, h2 by ALPN");
+    let _ = release.send(true);
+    all_ok(requests).await;
+}
+
+/// When ALPN tells HTTP/1.1 instead, the requests that waited for the first
+/// connection each open their own, as HTTP/1.1 needs.
+#[tokio::test]
+async fn a_burst_on_an_auto_endpoint_that_picks_http1_gets_a_connection_each() {
+    let ca = Ca::new();
+    let leaf = ca.leaf(&["upstream.test"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).expect("write CA");
+    let (release, held) = watch::channel(false);
+    let (upstream, connections, holding) = holding_h1_tls_server(held, &leaf).await;
+    let gw = TestGateway::start(&auto_tls_config(upstream, &ca_file));
+    let client = Client::new();
+    let requests: Vec<_> = (0..8).map(|_| spawn_get(&client, gw.url("/"))).collect();
+    let all_held = poll_until(Duration::from_secs(10), || async {
+        holding.load(Ordering::SeqCst) == 8
+    })
+    .await;
+    assert!(all_held, "held: {}", holding.load(Ordering::SeqCst));
+    assert_eq!(connections.load(Ordering::SeqCst), 8);
     let _ = release.send(true);
     all_ok(requests).await;
 }

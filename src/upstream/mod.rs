@@ -111,12 +111,12 @@ async fn send_h1(
             Some(sender) => (sender, true),
             // Boxed: a connect (TLS handshake included) is a future of
             // kilobytes, and the hot path would move it on every request.
-            None => match Box::pin(connect::connect(endpoint)).await {
-                Ok(Connected::H1(sender)) => (sender, false),
-                // `auto`: ALPN picked h2 on this first connection.
-                Ok(Connected::H2(sender, max_streams)) => {
-                    let first = h2_pool::add(endpoint.id, sender, max_streams);
-                    return Box::pin(send_h2(endpoint, req, body_limit, Some(first))).await;
+            None => match Box::pin(connect_h1(endpoint)).await {
+                Ok(ForH1::H1(sender)) => (sender, false),
+                // `auto`: ALPN picked h2 on this connection, or on the one
+                // this request waited for.
+                Ok(ForH1::H2(first)) => {
+                    return Box::pin(send_h2(endpoint, req, body_limit, first)).await;
                 }
                 Err(error) => {
                     return Err(Failed {
@@ -146,6 +146,52 @@ async fn send_h1(
             },
         }
     }
+}
+
+/// What a request that found no idle HTTP/1.1 connection goes on.
+enum ForH1 {
+    H1(pool::Sender),
+    /// The endpoint (`auto`) speaks h2: a stream on the connection just
+    /// made, or none yet when another request made it.
+    H2(Option<(h2_client::H2Sender, h2_pool::StreamSlot)>),
+}
+
+/// A new connection for an HTTP/1.1 exchange. While the first connection of
+/// an `auto` endpoint over TLS is being made (before ALPN has told what it
+/// speaks), the requests that come meanwhile wait for it instead of each
+/// making their own: if it speaks h2 they share that connection.
+async fn connect_h1(endpoint: &Endpoint) -> Result<ForH1, ProxyError> {
+    loop {
+        match endpoint.wire() {
+            Some(Wire::H2) => return Ok(ForH1::H2(None)),
+            Some(Wire::H1) => return connected(endpoint, connect::connect(endpoint).await?),
+            None => {}
+        }
+        match h2_pool::checkout(endpoint.id) {
+            Checkout::Ready(sender, slot) => return Ok(ForH1::H2(Some((sender, slot)))),
+            Checkout::Connect(connecting) => {
+                let made = connect::connect(endpoint).await;
+                let made = made.and_then(|c| connected(endpoint, c));
+                connecting.done(made.as_ref().map(|_| ()).map_err(Clone::clone));
+                return made;
+            }
+            Checkout::Wait(mut made) => {
+                if let Ok(outcome) = made.wait_for(Option::is_some).await {
+                    if let Some(Err(error)) = &*outcome {
+                        return Err(error.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A new connection as [`ForH1`]: an h2 one is pooled first.
+fn connected(endpoint: &Endpoint, connection: Connected) -> Result<ForH1, ProxyError> {
+    Ok(match connection {
+        Connected::H1(sender) => ForH1::H1(sender),
+        Connected::H2(sender, max) => ForH1::H2(Some(h2_pool::add(endpoint.id, sender, max))),
+    })
 }
 
 /// Sends `req` on a pooled h2 connection with room for it (`first`, when
