@@ -80,8 +80,18 @@ pub struct Connecting {
 impl Connecting {
     /// Tells the waiting requests how it ended (a new connection is pooled
     /// by then).
-    pub fn done(self, outcome: Result<(), ProxyError>) {
+    pub fn done<T>(self, made: &Result<T, ProxyError>) {
+        let outcome = made.as_ref().map(|_| ()).map_err(Clone::clone);
         self.outcome.send_replace(Some(outcome));
+    }
+}
+
+/// Waits for the connection another request is making: its failure, or
+/// `Ok` to look again (it was made, or the request making it went away).
+pub async fn wait(mut made: watch::Receiver<Outcome>) -> Result<(), ProxyError> {
+    match made.wait_for(Option::is_some).await.as_deref() {
+        Ok(Some(Err(error))) => Err(error.clone()),
+        _ => Ok(()),
     }
 }
 
@@ -174,13 +184,13 @@ mod tests {
         let Checkout::Connect(connecting) = checkout(1) else {
             panic!("the first request makes the connection");
         };
-        let Checkout::Wait(mut made) = checkout(1) else {
+        let Checkout::Wait(made) = checkout(1) else {
             panic!("the second waits for it");
         };
-        connecting.done(Err(ProxyError::Connect("refused".into())));
-        let outcome = made.wait_for(Option::is_some).await.map(|o| o.clone());
+        connecting.done::<()>(&Err(ProxyError::Connect("refused".into())));
+        let outcome = wait(made).await;
         assert!(
-            matches!(outcome, Ok(Some(Err(ProxyError::Connect(_))))),
+            matches!(outcome, Err(ProxyError::Connect(_))),
             "{outcome:?}"
         );
         // That one is over: the next request makes a connection again.
@@ -192,11 +202,12 @@ mod tests {
         let Checkout::Connect(connecting) = checkout(2) else {
             panic!("the first request makes the connection");
         };
-        let Checkout::Wait(mut made) = checkout(2) else {
+        let Checkout::Wait(made) = checkout(2) else {
             panic!("the second waits for it");
         };
         drop(connecting);
-        assert!(made.wait_for(Option::is_some).await.is_err());
+        // Nothing to pass on: look again.
+        assert!(wait(made).await.is_ok());
         assert!(matches!(checkout(2), Checkout::Connect(_)));
     }
 }

@@ -172,16 +172,10 @@ async fn connect_h1(endpoint: &Endpoint) -> Result<ForH1, ProxyError> {
             Checkout::Connect(connecting) => {
                 let made = connect::connect(endpoint).await;
                 let made = made.and_then(|c| connected(endpoint, c));
-                connecting.done(made.as_ref().map(|_| ()).map_err(Clone::clone));
+                connecting.done(&made);
                 return made;
             }
-            Checkout::Wait(mut made) => {
-                if let Ok(outcome) = made.wait_for(Option::is_some).await {
-                    if let Some(Err(error)) = &*outcome {
-                        return Err(error.clone());
-                    }
-                }
-            }
+            Checkout::Wait(made) => h2_pool::wait(made).await?,
         }
     }
 }
@@ -272,17 +266,10 @@ async fn h2_stream(
             Checkout::Ready(sender, slot) => return Ok((sender, slot)),
             Checkout::Connect(connecting) => {
                 let made = connect_h2(endpoint).await;
-                connecting.done(made.as_ref().map(|_| ()).map_err(Clone::clone));
+                connecting.done(&made);
                 return made;
             }
-            Checkout::Wait(mut made) => {
-                // An error (the request making it went away): look again.
-                if let Ok(outcome) = made.wait_for(Option::is_some).await {
-                    if let Some(Err(error)) = &*outcome {
-                        return Err(error.clone());
-                    }
-                }
-            }
+            Checkout::Wait(made) => h2_pool::wait(made).await?,
         }
         checkout = h2_pool::checkout(endpoint.id);
     }
