@@ -76,6 +76,10 @@ class Handler(BaseHTTPRequestHandler):
         self.answer(str(got).encode())
 
 ThreadingHTTPServer.daemon_threads = True
+# A listen backlog like a production server's (NGINX: 511): Python's default
+# of 5 leaves the attack's bursts of upstream connects waiting in SYN
+# retransmits, and the backend's slowness is then rightly the version's.
+ThreadingHTTPServer.request_queue_size = 1024
 ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
 EOF
 python3 "$work/backend.py" "$backend_port" >"$work/backend.log" 2>&1 &
@@ -121,7 +125,10 @@ backends:
       weight: 50
       analysis: { interval: 1s, window: 30s, min_requests: 20, max_error_rate: 0.05, max_p99_latency: 3s }
 EOF
-"$BIN" --log-format json run -c "$work/switchyard.yaml" 2>"$work/gateway.log" &
+# Each failed request is logged (debug, by the request path), so that an upstream
+# error counted here can be told apart.
+RUST_LOG=${RUST_LOG:-info,switchyard::proxy=debug} \
+    "$BIN" --log-format json run -c "$work/switchyard.yaml" 2>"$work/gateway.log" &
 gw_pid=$!
 pids+=("$gw_pid")
 
@@ -318,7 +325,11 @@ if phase != "progressing":
 if ejected:
     problems.append(f"{ejected} endpoint(s) ejected")
 if upstream_errors:
-    problems.append(f"{upstream_errors} upstream errors counted")
+    series = [l.strip() for l in open(os.path.join(work, f"{mode}-metrics.txt"), errors="replace")
+              if l.startswith("switchyard_upstream_errors_total{") and not l.rstrip().endswith(" 0")]
+    failures = [l.strip() for l in open(os.path.join(work, "gateway.log"), errors="replace")
+                if "request failed" in l and "upstream" in l][:3]
+    problems.append(f"{upstream_errors} upstream errors counted: " + "; ".join(series + failures))
 if len(rows) < 3:
     problems.append(f"only {len(rows)} legitimate requests were sent")
 if rate < 99:

@@ -139,12 +139,15 @@ pub async fn with_retry(
         if let (true, Some(body)) = (failed, again) {
             // Nothing reached the client yet: the canary's failure is
             // recorded in its window, the client gets the stable answer.
-            drop(result);
             let backend = target.backend;
             let (from, to) = (
                 &backend.versions[version].name,
                 &backend.versions[stable].name,
             );
+            if let Err(error) = &result {
+                tracing::debug!(%error, %from, %to, "request failed on the canary: answered by stable");
+            }
+            drop(result);
             target
                 .fallbacks
                 .with_label_values(&[&backend.name, from, to])
