@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
 use support::*;
 use tokio::sync::watch;
 
@@ -58,23 +57,7 @@ async fn holding_h2_tls_server(
     release: watch::Receiver<bool>,
     leaf: &Leaf,
 ) -> (SocketAddr, Arc<Seen>) {
-    holding_server(max_streams, release, Some(acceptor(leaf, b"h2"))).await
-}
-
-/// A TLS acceptor with `leaf`, offering one ALPN protocol.
-fn acceptor(leaf: &Leaf, alpn: &[u8]) -> tokio_rustls::TlsAcceptor {
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes())
-        .expect("leaf key");
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(vec![leaf.der.clone()], key)
-    .expect("server certificate");
-    config.alpn_protocols = vec![alpn.to_vec()];
-    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    holding_server(max_streams, release, Some(leaf.acceptor(b"h2"))).await
 }
 
 /// An HTTP/1.1 server over TLS with `leaf` (ALPN http/1.1) holding every
@@ -84,7 +67,7 @@ async fn holding_h1_tls_server(
     release: watch::Receiver<bool>,
     leaf: &Leaf,
 ) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
-    let tls = acceptor(leaf, b"http/1.1");
+    let tls = leaf.acceptor(b"http/1.1");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -118,7 +101,28 @@ async fn holding_h1_tls_server(
     (addr, connections, held)
 }
 
-/// `protocol: auto` over TLS to `upstream`, trusting `ca`.
+/// A certificate for `upstream.test` and the file of the CA that signed it.
+struct UpstreamTls {
+    leaf: Leaf,
+    ca_file: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl UpstreamTls {
+    fn new() -> Self {
+        let ca = Ca::new();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.pem()).expect("write CA");
+        UpstreamTls {
+            leaf: ca.leaf(&["upstream.test"]),
+            ca_file,
+            _dir: dir,
+        }
+    }
+}
+
+/// `protocol: auto` over TLS to `upstream`, trusting the CA in `ca_file`.
 fn auto_tls_config(upstream: SocketAddr, ca_file: &std::path::Path) -> String {
     let tls = format!(
         "protocol: auto, tls: {{ ca_file: \"{}\", server_name: upstream.test }} }}\n",
@@ -249,14 +253,10 @@ async fn a_burst_on_a_cold_pool_opens_one_connection() {
 /// requests that come before it is made wait for it, and share it.
 #[tokio::test]
 async fn a_burst_on_an_auto_endpoint_before_alpn_has_told_opens_one_connection() {
-    let ca = Ca::new();
-    let leaf = ca.leaf(&["upstream.test"]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca.pem()).expect("write CA");
+    let tls = UpstreamTls::new();
     let (release, held) = watch::channel(false);
-    let (upstream, seen) = holding_h2_tls_server(100, held, &leaf).await;
-    let gw = TestGateway::start(&auto_tls_config(upstream, &ca_file));
+    let (upstream, seen) = holding_h2_tls_server(100, held, &tls.leaf).await;
+    let gw = TestGateway::start(&auto_tls_config(upstream, &tls.ca_file));
     let client = Client::new();
     let requests: Vec<_> = (0..8).map(|_| spawn_get(&client, gw.url("/"))).collect();
     let all_open = poll_until(Duration::from_secs(10), || async {
@@ -273,14 +273,10 @@ async fn a_burst_on_an_auto_endpoint_before_alpn_has_told_opens_one_connection()
 /// connection each open their own, as HTTP/1.1 needs.
 #[tokio::test]
 async fn a_burst_on_an_auto_endpoint_that_picks_http1_gets_a_connection_each() {
-    let ca = Ca::new();
-    let leaf = ca.leaf(&["upstream.test"]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca.pem()).expect("write CA");
+    let tls = UpstreamTls::new();
     let (release, held) = watch::channel(false);
-    let (upstream, connections, holding) = holding_h1_tls_server(held, &leaf).await;
-    let gw = TestGateway::start(&auto_tls_config(upstream, &ca_file));
+    let (upstream, connections, holding) = holding_h1_tls_server(held, &tls.leaf).await;
+    let gw = TestGateway::start(&auto_tls_config(upstream, &tls.ca_file));
     let client = Client::new();
     let requests: Vec<_> = (0..8).map(|_| spawn_get(&client, gw.url("/"))).collect();
     let all_held = poll_until(Duration::from_secs(10), || async {

@@ -96,22 +96,7 @@ impl GrpcServer {
 
     /// An h2 server over TLS with `leaf` (ALPN h2).
     pub async fn start_tls(name: &str, leaf: &Leaf) -> GrpcServer {
-        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes())
-            .expect("leaf key");
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf.der.clone()], key)
-        .expect("server certificate");
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        Self::serve(
-            name,
-            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
-        )
-        .await
+        Self::serve(name, Some(leaf.acceptor(b"h2"))).await
     }
 
     async fn serve(name: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> GrpcServer {

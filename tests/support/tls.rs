@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -68,6 +69,21 @@ impl Leaf {
         std::fs::write(&cert, &self.cert_pem).expect("write cert");
         std::fs::write(&key, &self.key_pem).expect("write key");
         (cert, key)
+    }
+
+    /// A TLS acceptor serving this certificate and offering `alpn`.
+    pub fn acceptor(&self, alpn: &[u8]) -> tokio_rustls::TlsAcceptor {
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).expect("leaf key");
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![self.der.clone()], key)
+        .expect("server certificate");
+        config.alpn_protocols = vec![alpn.to_vec()];
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
     }
 }
 
