@@ -86,19 +86,19 @@ impl Connecting {
     }
 }
 
+impl Drop for Connecting {
+    fn drop(&mut self) {
+        // `try_with`: not during the thread's teardown.
+        let _ = CONNECTING.try_with(|connecting| connecting.borrow_mut().remove(&self.id));
+    }
+}
+
 /// Waits for the connection another request is making: its failure, or
 /// `Ok` to look again (it was made, or the request making it went away).
 pub async fn wait(mut made: watch::Receiver<Outcome>) -> Result<(), ProxyError> {
     match made.wait_for(Option::is_some).await.as_deref() {
         Ok(Some(Err(error))) => Err(error.clone()),
         _ => Ok(()),
-    }
-}
-
-impl Drop for Connecting {
-    fn drop(&mut self) {
-        // `try_with`: not during the thread's teardown.
-        let _ = CONNECTING.try_with(|connecting| connecting.borrow_mut().remove(&self.id));
     }
 }
 
